@@ -1,0 +1,388 @@
+//! Serde models of the Prefect REST API objects the worker reads and writes.
+//!
+//! Every model tolerates fields it does not know (they are kept in `extra`, so a model
+//! serialises back to the JSON it was read from, which templating against `ctx.flow_run`
+//! relies on) and state types it does not know ([`StateType::Other`]).
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+/// A JSON object, in the order its keys arrived.
+pub type JsonMap = Map<String, Value>;
+
+/// The type of a Prefect state. Unknown types from newer servers are kept verbatim.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum StateType {
+    Scheduled,
+    Pending,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+    Crashed,
+    Paused,
+    Cancelling,
+    /// A state type this worker does not know.
+    Other(String),
+}
+
+impl StateType {
+    /// The wire name (`"SCHEDULED"`, ...).
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Scheduled => "SCHEDULED",
+            Self::Pending => "PENDING",
+            Self::Running => "RUNNING",
+            Self::Completed => "COMPLETED",
+            Self::Failed => "FAILED",
+            Self::Cancelled => "CANCELLED",
+            Self::Crashed => "CRASHED",
+            Self::Paused => "PAUSED",
+            Self::Cancelling => "CANCELLING",
+            Self::Other(s) => s,
+        }
+    }
+
+    /// Parses a wire name; unknown names become [`StateType::Other`].
+    #[must_use]
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "SCHEDULED" => Self::Scheduled,
+            "PENDING" => Self::Pending,
+            "RUNNING" => Self::Running,
+            "COMPLETED" => Self::Completed,
+            "FAILED" => Self::Failed,
+            "CANCELLED" => Self::Cancelled,
+            "CRASHED" => Self::Crashed,
+            "PAUSED" => Self::Paused,
+            "CANCELLING" => Self::Cancelling,
+            other => Self::Other(other.to_owned()),
+        }
+    }
+
+    /// Final states: the run will not change again on its own.
+    #[must_use]
+    pub fn is_final(&self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled | Self::Crashed)
+    }
+}
+
+impl std::fmt::Display for StateType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for StateType {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for StateType {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(Self::parse(&s))
+    }
+}
+
+/// A state as the server returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Uuid>,
+    #[serde(rename = "type")]
+    pub state_type: StateType,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<String>,
+    #[serde(default)]
+    pub state_details: JsonMap,
+    #[serde(flatten)]
+    pub extra: JsonMap,
+}
+
+impl State {
+    /// The state's name, or its type's title-case name when the server sent none.
+    #[must_use]
+    pub fn display_name(&self) -> String {
+        match &self.name {
+            Some(n) => n.clone(),
+            None => {
+                let t = self.state_type.as_str().to_lowercase();
+                let mut c = t.chars();
+                c.next()
+                    .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+                    .unwrap_or_default()
+            }
+        }
+    }
+}
+
+/// A flow run. Only the fields the worker uses are typed; the rest are kept in `extra`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlowRun {
+    pub id: Uuid,
+    #[serde(default)]
+    pub name: String,
+    pub flow_id: Uuid,
+    #[serde(default)]
+    pub deployment_id: Option<Uuid>,
+    #[serde(default)]
+    pub work_queue_id: Option<Uuid>,
+    #[serde(default)]
+    pub work_queue_name: Option<String>,
+    #[serde(default)]
+    pub job_variables: Option<JsonMap>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub state: Option<State>,
+    #[serde(default)]
+    pub start_time: Option<String>,
+    #[serde(default)]
+    pub infrastructure_pid: Option<String>,
+    #[serde(flatten)]
+    pub extra: JsonMap,
+}
+
+impl FlowRun {
+    /// The current state type, if the run has a state.
+    #[must_use]
+    pub fn state_type(&self) -> Option<&StateType> {
+        self.state.as_ref().map(|s| &s.state_type)
+    }
+}
+
+/// A deployment (`DeploymentResponse`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deployment {
+    pub id: Uuid,
+    pub name: String,
+    #[serde(default)]
+    pub flow_id: Option<Uuid>,
+    /// RFC 3339 timestamp of the last update (`prefect.io/deployment-updated`).
+    #[serde(default)]
+    pub updated: Option<String>,
+    #[serde(default)]
+    pub job_variables: Option<JsonMap>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(flatten)]
+    pub extra: JsonMap,
+}
+
+/// A flow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Flow {
+    pub id: Uuid,
+    pub name: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(flatten)]
+    pub extra: JsonMap,
+}
+
+/// A work pool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkPool {
+    pub id: Uuid,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub pool_type: String,
+    /// `{"job_configuration": {...}, "variables": {...}}`, or `{}` when unset.
+    #[serde(default)]
+    pub base_job_template: JsonMap,
+    #[serde(default)]
+    pub is_paused: bool,
+    #[serde(default)]
+    pub concurrency_limit: Option<u64>,
+    #[serde(default)]
+    pub default_queue_id: Option<Uuid>,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(flatten)]
+    pub extra: JsonMap,
+}
+
+/// The body of `POST /work_pools/`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WorkPoolCreate {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub pool_type: String,
+    /// Sent only when given (`--base-job-template`), like Python's exclude-unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_job_template: Option<Value>,
+}
+
+/// A work queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkQueue {
+    pub id: Uuid,
+    pub name: String,
+    #[serde(default)]
+    pub is_paused: bool,
+    #[serde(default)]
+    pub concurrency_limit: Option<u64>,
+    #[serde(flatten)]
+    pub extra: JsonMap,
+}
+
+/// One item of `POST /work_pools/{pool}/get_scheduled_flow_runs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerFlowRunResponse {
+    pub work_pool_id: Uuid,
+    pub work_queue_id: Uuid,
+    pub flow_run: FlowRun,
+}
+
+/// The status of a state proposal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum SetStateStatus {
+    Accept,
+    Reject,
+    Abort,
+    Wait,
+}
+
+/// `details` of an orchestration result.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct OrchestrationDetails {
+    #[serde(default, rename = "type")]
+    pub details_type: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub delay_seconds: Option<f64>,
+    #[serde(flatten)]
+    pub extra: JsonMap,
+}
+
+/// The reply to `POST /flow_runs/{id}/set_state`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrchestrationResult {
+    #[serde(default)]
+    pub state: Option<State>,
+    pub status: SetStateStatus,
+    #[serde(default)]
+    pub details: OrchestrationDetails,
+}
+
+/// A state proposed by the worker (the `state` of a `set_state` body).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StateCreate {
+    #[serde(rename = "type")]
+    pub state_type: StateType,
+    pub name: String,
+    pub message: Option<String>,
+    pub state_details: JsonMap,
+    pub data: Option<Value>,
+}
+
+impl StateCreate {
+    /// A state of `state_type` named `name`, with no message and empty details
+    /// (the client fills in `flow_run_id` and a fresh `transition_id` per request).
+    #[must_use]
+    pub fn new(state_type: StateType, name: impl Into<String>) -> Self {
+        Self { state_type, name: name.into(), message: None, state_details: JsonMap::new(), data: None }
+    }
+
+    /// Sets the message.
+    #[must_use]
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = Some(message.into());
+        self
+    }
+
+    /// `Pending`.
+    #[must_use]
+    pub fn pending() -> Self {
+        Self::new(StateType::Pending, "Pending")
+    }
+
+    /// `Submitting` (a PENDING-type state).
+    #[must_use]
+    pub fn submitting() -> Self {
+        Self::new(StateType::Pending, "Submitting")
+    }
+
+    /// `InfrastructurePending` (a PENDING-type state) with the observer's message.
+    #[must_use]
+    pub fn infrastructure_pending(message: impl Into<String>) -> Self {
+        Self::new(StateType::Pending, "InfrastructurePending").with_message(message)
+    }
+
+    /// `Crashed` with a message.
+    #[must_use]
+    pub fn crashed(message: impl Into<String>) -> Self {
+        Self::new(StateType::Crashed, "Crashed").with_message(message)
+    }
+
+    /// `Cancelled` built from the run's current state, as Python's `_mark_flow_run_as_cancelled`:
+    /// the current details are copied, the type, name and message replaced.
+    #[must_use]
+    pub fn cancelled_from(current: Option<&State>, message: impl Into<String>) -> Self {
+        let mut s = Self::new(StateType::Cancelled, "Cancelled").with_message(message);
+        if let Some(cur) = current {
+            s.state_details = cur.state_details.clone();
+            s.state_details.remove("transition_id");
+        }
+        s
+    }
+}
+
+/// One flow-run log record for `POST /logs/`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogCreate {
+    pub name: String,
+    pub level: u32,
+    pub message: String,
+    /// RFC 3339 with `Z`.
+    pub timestamp: String,
+    pub flow_run_id: Option<Uuid>,
+    pub task_run_id: Option<Uuid>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_state_types_and_fields_are_kept() {
+        let s: State = serde_json::from_value(serde_json::json!({
+            "type": "HIBERNATING", "name": "Zzz", "novel": 1, "state_details": {}
+        }))
+        .unwrap();
+        assert_eq!(s.state_type, StateType::Other("HIBERNATING".into()));
+        assert_eq!(s.extra.get("novel"), Some(&serde_json::json!(1)));
+        let back = serde_json::to_value(&s).unwrap();
+        assert_eq!(back["type"], "HIBERNATING");
+    }
+
+    #[test]
+    fn scheduled_runs_response_parses() {
+        let body = include_str!("../../tests/data/get_scheduled_flow_runs.response.json");
+        let runs: Vec<WorkerFlowRunResponse> = serde_json::from_str(body).unwrap();
+        assert!(!runs.is_empty());
+        assert_eq!(runs[0].flow_run.state_type(), Some(&StateType::Scheduled));
+    }
+
+    #[test]
+    fn orchestration_results_parse() {
+        for f in [
+            include_str!("../../tests/data/set_state_pending.response.json"),
+            include_str!("../../tests/data/set_state_submitting.response.json"),
+        ] {
+            let r: OrchestrationResult = serde_json::from_str(f).unwrap();
+            assert_eq!(r.status, SetStateStatus::Accept);
+            assert_eq!(r.state.unwrap().state_type, StateType::Pending);
+        }
+    }
+}

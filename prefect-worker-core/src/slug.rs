@@ -1,0 +1,1 @@
+//! python-slugify 9.x compatible slug functions (spec §3.7). STUB.

@@ -1,0 +1,1 @@
+//! Prefect's job-template rendering, exactly (spec §3.5). STUB.

@@ -1,0 +1,106 @@
+//! The contract between the generic runner and one kind of infrastructure.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::client::models::FlowRun;
+use crate::job_config::JobConfiguration;
+use crate::runner::RunContext;
+
+/// What a finished [`Worker::run`] reports (Python's `BaseWorkerResult`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerResult {
+    /// The infrastructure identifier, the same string reported through
+    /// [`RunContext::started`] (for Kubernetes `"<namespace>:<job-name>"`).
+    pub identifier: String,
+    /// The infrastructure's exit status: `0` when the flow run's infrastructure
+    /// finished cleanly. A non-zero code on a run that is not yet in a final state makes
+    /// the runner report the run Crashed with an explanation of the code.
+    pub status_code: i64,
+    /// Why the infrastructure ended, when the worker knows more than the exit code
+    /// (a diagnosis such as "image pull failed"). Appended to the Crashed message.
+    pub detail: Option<String>,
+}
+
+/// Why [`Worker::run`] failed. Before [`RunContext::started`] was called, the runner
+/// reports `Failed to submit flow run to infrastructure: <type_name>: <message>`.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct RunError {
+    /// Python-style exception type name for the crash message, e.g. `InfrastructureError`.
+    pub type_name: &'static str,
+    /// The human message; names what failed and, where there is one, the fix.
+    pub message: String,
+}
+
+impl RunError {
+    /// A new error with a type name and message.
+    #[must_use]
+    pub fn new(type_name: &'static str, message: impl Into<String>) -> Self {
+        Self { type_name, message: message.into() }
+    }
+}
+
+/// Why [`Worker::kill_infrastructure`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KillError {
+    /// The infrastructure is already gone; the runner treats the run as cancelled.
+    #[error("{0}")]
+    NotFound(String),
+    /// The infrastructure could not be reached; the runner leaves the state alone and retries
+    /// on a later cancellation poll.
+    #[error("{0}")]
+    NotAvailable(String),
+    /// The identifier is malformed or the kill failed otherwise.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// One kind of infrastructure (Kubernetes Jobs, processes, ...).
+///
+/// The runner drives it: for every flow run it builds a [`Worker::Configuration`] from the
+/// work pool's base job template, calls [`Worker::run`], and reports the outcome to
+/// Prefect. To support another platform, implement this trait and hand the worker to
+/// [`crate::runner::Runner`].
+///
+/// Contract:
+/// - `run` creates the infrastructure, calls [`RunContext::started`] with its identifier as
+///   soon as it exists (the runner records it as the flow run's `infrastructure_pid`),
+///   then waits until the infrastructure has finished and returns its status. It must be
+///   cancel-safe: the runner drops the future at shutdown, and the infrastructure keeps
+///   running (a restarted worker may adopt it).
+/// - `kill_infrastructure` stops the infrastructure named by a previous `started` identifier.
+/// - `teardown` releases what the worker holds (watches, temporary secrets) at shutdown.
+#[async_trait]
+pub trait Worker: Send + Sync + 'static {
+    /// The configuration type this worker runs with.
+    type Configuration: JobConfiguration;
+
+    /// The work pool type this worker serves, e.g. `"kubernetes"`.
+    fn worker_type(&self) -> &'static str;
+
+    /// The base job template used when the worker creates a pool or finds one with an
+    /// empty template (`{"job_configuration": ..., "variables": ...}`).
+    fn default_base_job_template(&self) -> Value;
+
+    /// Runs one flow run to the end of its infrastructure. See the trait docs.
+    async fn run(
+        &self,
+        flow_run: &FlowRun,
+        configuration: Self::Configuration,
+        ctx: RunContext,
+    ) -> Result<WorkerResult, RunError>;
+
+    /// Stops the infrastructure `infrastructure_pid`, giving it `grace` to shut down.
+    async fn kill_infrastructure(
+        &self,
+        infrastructure_pid: &str,
+        configuration: &Self::Configuration,
+        grace: Duration,
+    ) -> Result<(), KillError>;
+
+    /// Releases resources at shutdown. Runs once, after the last `run` has ended or been dropped.
+    async fn teardown(&self) {}
+}

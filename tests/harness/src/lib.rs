@@ -1,0 +1,1 @@
+//! Prefect server test harness. STUB.
