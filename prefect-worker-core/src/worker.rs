@@ -101,6 +101,27 @@ pub trait Worker: Send + Sync + 'static {
         grace: Duration,
     ) -> Result<(), KillError>;
 
+    /// Infrastructure this worker started before it was restarted and that has not finished:
+    /// `(flow run id, identifier)` pairs. The runner resumes waiting on the ones whose flow
+    /// runs are not final (see [`Worker::resume`]), so a restart loses nothing. The default
+    /// finds none.
+    async fn running_infrastructure(&self) -> Result<Vec<(uuid::Uuid, String)>, RunError> {
+        Ok(Vec::new())
+    }
+
+    /// Waits for infrastructure found by [`Worker::running_infrastructure`] as `run` would
+    /// after creating it. `ctx` has already been marked started with `identifier`.
+    async fn resume(
+        &self,
+        flow_run: &FlowRun,
+        identifier: &str,
+        configuration: Self::Configuration,
+        ctx: RunContext,
+    ) -> Result<WorkerResult, RunError> {
+        let _ = (flow_run, configuration, ctx);
+        Err(RunError::new("NotImplementedError", format!("this worker cannot resume infrastructure '{identifier}'")))
+    }
+
     /// Releases resources at shutdown. Runs once, after the last `run` has ended or been dropped.
     async fn teardown(&self) {}
 }

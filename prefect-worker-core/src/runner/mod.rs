@@ -1,5 +1,41 @@
-//! The generic runner: sync, heartbeat, polling, submission, cancellation. STUB.
+//! The generic runner: keeps the work pool in sync, heartbeats, polls for due flow runs,
+//! submits them to a [`Worker`], reports their outcome, and cancels the ones users cancel.
+//!
+//! ```text
+//!   sync loop ──► work pool cache ◄── poll loop ──► claim ──► submit task (one per run)
+//!                                                           │  Pending → config → labels →
+//!                                                           │  Submitting → Worker::run
+//!                                                           │  → infrastructure_pid → outcome
+//!   cancellation loop ──► CANCELLING runs we launched ──► kill_infrastructure → Cancelled
+//! ```
+//!
+//! Nothing the API does makes the runner exit: transient errors and outages back off and
+//! retry forever. Only a credential rejected at startup, or a pool the server refuses to
+//! create, stops it (there is nothing useful a worker can do then).
 
-/// What a [`crate::Worker::run`] call gets besides the flow run and its configuration.
-#[derive(Debug)]
-pub struct RunContext {}
+// The engine and its parts are switched off while the REST client and job configuration
+// they call are being finished in parallel (WIP gate, removed once they land).
+#[cfg(any())]
+mod cancel;
+mod context;
+#[cfg(any())]
+mod engine;
+pub mod exit_codes;
+pub mod flow_run_logs;
+pub mod health;
+mod options;
+#[cfg(any())]
+mod poll;
+#[cfg(any())]
+mod propose;
+#[cfg(any())]
+mod submit;
+#[cfg(any())]
+mod sync;
+
+pub use context::RunContext;
+#[cfg(any())]
+pub use engine::{Runner, RunnerError};
+pub use flow_run_logs::{FlowRunLogger, Level, LogShipper};
+pub use health::HealthState;
+pub use options::RunnerOptions;

@@ -1,0 +1,239 @@
+//! The runner's engine: shared state, setup and the main loops.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use super::{HealthState, LogShipper, RunContext, RunnerOptions};
+
+use crate::client::models::{FlowRun, WorkPool};
+use crate::client::{ClientError, PrefectClient};
+use crate::worker::Worker;
+
+/// Why the runner stopped on its own.
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    /// The API rejected the worker's credentials at startup.
+    #[error(
+        "the Prefect API rejected this worker's credentials: {0}. Check PREFECT_API_KEY (or PREFECT_API_AUTH_STRING) and PREFECT_API_URL"
+    )]
+    Unauthorized(#[source] ClientError),
+    /// The work pool cannot be read or created and never will be (e.g. a reserved name).
+    #[error("cannot set up work pool '{pool}': {source}")]
+    WorkPool {
+        pool: String,
+        #[source]
+        source: ClientError,
+    },
+}
+
+/// A flow run this runner has claimed and not yet finished with.
+#[derive(Debug)]
+struct Tracked<C> {
+    flow_run: FlowRun,
+    /// Set once the configuration is built (needed to kill the infrastructure).
+    configuration: Option<C>,
+    /// Set once the worker reported the infrastructure as started.
+    infrastructure_pid: Option<String>,
+    /// Set while the runner is cancelling the run, so its end is not reported as a crash.
+    cancelling: bool,
+}
+
+/// State shared by the loops and the per-run tasks.
+struct Inner<W: Worker> {
+    worker: Arc<W>,
+    client: PrefectClient,
+    options: RunnerOptions,
+    work_pool: RwLock<Option<WorkPool>>,
+    health: Arc<HealthState>,
+    /// `--limit`: held from claim until the run's infrastructure has finished.
+    limiter: Option<Arc<Semaphore>>,
+    /// Bounds submissions (claim → infrastructure created) in progress.
+    submissions: Arc<Semaphore>,
+    /// How many submissions are in progress; shutdown waits for it to reach 0.
+    submitting: watch::Sender<usize>,
+    tracked: Mutex<HashMap<Uuid, Tracked<W::Configuration>>>,
+    logs: LogShipper,
+    /// Tells run tasks to stop waiting on their infrastructure (shutdown).
+    stop_runs: CancellationToken,
+    runs: TaskTracker,
+}
+
+impl<W: Worker> std::fmt::Debug for Inner<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner").field("options", &self.options).finish_non_exhaustive()
+    }
+}
+
+/// Drives a [`Worker`] through the Prefect worker protocol. See the module docs.
+#[derive(Debug)]
+pub struct Runner<W: Worker> {
+    inner: Arc<Inner<W>>,
+    log_task: Option<tokio::task::JoinHandle<()>>,
+    log_stop: CancellationToken,
+}
+
+impl<W: Worker> Runner<W> {
+    /// A runner for `worker`, talking to the API through `client`. Must be called inside a
+    /// tokio runtime (it starts the flow-run log shipper).
+    #[must_use]
+    pub fn new(worker: W, client: PrefectClient, options: RunnerOptions) -> Self {
+        let log_stop = CancellationToken::new();
+        let (logs, log_task) = LogShipper::start(
+            client.clone(),
+            options.logs_to_api,
+            options.log_batch_interval,
+            options.max_log_size,
+            log_stop.clone(),
+        );
+        let maintenance_client = client.clone();
+        let health = Arc::new(HealthState::new(
+            options.health_window(),
+            Box::new(move || maintenance_client.maintenance_until()),
+        ));
+        let limiter = options.limit.map(|n| Arc::new(Semaphore::new(n)));
+        let submissions = Arc::new(Semaphore::new(options.max_concurrent_submissions.max(1)));
+        let inner = Arc::new(Inner {
+            worker: Arc::new(worker),
+            client,
+            options,
+            work_pool: RwLock::new(None),
+            health,
+            limiter,
+            submissions,
+            submitting: watch::Sender::new(0),
+            tracked: Mutex::new(HashMap::new()),
+            logs,
+            stop_runs: CancellationToken::new(),
+            runs: TaskTracker::new(),
+        });
+        Self { inner, log_task, log_stop }
+    }
+
+    /// The health state, for [`health::serve`].
+    #[must_use]
+    pub fn health(&self) -> Arc<HealthState> {
+        self.inner.health.clone()
+    }
+
+    /// The worker being driven.
+    #[must_use]
+    pub fn worker(&self) -> Arc<W> {
+        self.inner.worker.clone()
+    }
+
+    /// Runs until `shutdown` is cancelled (or, with `run_once`, until the one poll's runs
+    /// have finished). On shutdown: stop polling, let submissions in progress reach their
+    /// infrastructure, stop waiting on running infrastructure (it keeps running; a restarted
+    /// worker adopts it), `teardown` the worker, flush flow-run logs.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), RunnerError> {
+        let inner = self.inner.clone();
+        inner.client.set_worker_name(Some(inner.options.worker_name.clone()));
+        let result = self.serve(&shutdown).await;
+        // Graceful end, whatever stopped us.
+        inner.wait_for_submissions().await;
+        inner.stop_runs.cancel();
+        inner.runs.close();
+        inner.runs.wait().await;
+        inner.worker.teardown().await;
+        inner.client.set_worker_name(None);
+        self.log_stop.cancel();
+        if let Some(t) = self.log_task {
+            let _ = t.await;
+        }
+        tracing::info!(worker = %inner.options.worker_name, "Worker '{}' stopped!", inner.options.worker_name);
+        result
+    }
+
+    async fn serve(&self, shutdown: &CancellationToken) -> Result<(), RunnerError> {
+        let inner = &self.inner;
+        // Setup sync: credentials and a reserved pool name are fatal; anything transient is not.
+        match inner.sync().await {
+            Ok(()) => {}
+            Err(e) if inner.is_fatal_setup_error(&e) => return Err(inner.fatal_setup_error(e)),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "Unable to reach the Prefect API while starting up; the worker will keep attempting to connect"
+            ),
+        }
+        inner.adopt().await;
+        tracing::info!(worker = %inner.options.worker_name, pool = %inner.options.work_pool_name,
+            "Worker '{}' started!", inner.options.worker_name);
+
+        if inner.options.run_once {
+            if let Err(e) = inner.sync().await {
+                tracing::warn!(error = %e, "work pool sync failed");
+            }
+            if let Err(e) = inner.poll().await {
+                tracing::warn!(error = %e, "polling for scheduled flow runs failed");
+            }
+            // Wait for the runs this poll started, unless told to stop first.
+            inner.runs.close();
+            tokio::select! {
+                () = inner.runs.wait() => {}
+                () = shutdown.cancelled() => {}
+            }
+            return Ok(());
+        }
+
+        let loops = CancellationToken::new();
+        let sync_loop = tokio::spawn(inner.clone().sync_loop(loops.clone()));
+        let poll_loop = tokio::spawn(inner.clone().poll_loop(loops.clone()));
+        let cancel_loop = tokio::spawn(inner.clone().cancellation_loop(loops.clone()));
+        shutdown.cancelled().await;
+        tracing::info!("shutting down: no new flow runs will be submitted");
+        loops.cancel();
+        let _ = tokio::join!(sync_loop, poll_loop, cancel_loop);
+        Ok(())
+    }
+}
+
+impl<W: Worker> Inner<W> {
+    fn is_fatal_setup_error(&self, e: &ClientError) -> bool {
+        matches!(e, ClientError::Unauthorized(_) | ClientError::Forbidden(_))
+    }
+
+    fn fatal_setup_error(&self, e: ClientError) -> RunnerError {
+        match e {
+            ClientError::Unauthorized(_) => RunnerError::Unauthorized(e),
+            other => RunnerError::WorkPool { pool: self.options.work_pool_name.clone(), source: other },
+        }
+    }
+
+    fn work_pool(&self) -> Option<WorkPool> {
+        self.work_pool.read().ok().and_then(|p| p.clone())
+    }
+
+    fn lock_tracked(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Tracked<W::Configuration>>> {
+        // A panic while holding this lock cannot leave the map inconsistent (single inserts
+        // and removes), so a poisoned lock is still usable.
+        self.tracked.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn wait_for_submissions(&self) {
+        let mut rx = self.submitting.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
+
+    /// Sleeps `interval` with ±30 % jitter (Python's clamped-Poisson spread), or returns
+    /// `false` early when `stop` is cancelled.
+    async fn pause(interval: Duration, stop: &CancellationToken) -> bool {
+        let factor = 0.7 + rand::random::<f64>() * 0.6;
+        tokio::select! {
+            () = tokio::time::sleep(interval.mul_f64(factor)) => true,
+            () = stop.cancelled() => false,
+        }
+    }
+
+    /// The next sleep after `failures` failures in a row: doubling, capped, so an outage is
+    /// ridden out without hammering the API and recovery is noticed within a minute.
+    fn backoff(interval: Duration, failures: u32) -> Duration {
+        let cap = Duration::from_secs(60).max(interval);
+        interval.saturating_mul(1u32 << failures.min(6)).min(cap)
+    }
+}

@@ -1,0 +1,129 @@
+//! How a [`super::Runner`] behaves: the `prefect worker start` flags and worker settings.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::job_config::{Environment, Versions};
+use crate::settings::WorkerSettings;
+
+/// Options of a runner. Build with [`RunnerOptions::new`] and the `with_*` methods, or
+/// set the public fields.
+#[derive(Debug, Clone)]
+pub struct RunnerOptions {
+    /// The work pool to serve (`--pool`).
+    pub work_pool_name: String,
+    /// Queues to poll (`--work-queue`); empty means every queue of the pool.
+    pub work_queues: Vec<String>,
+    /// The worker's name (`--name`), sent as `X-Prefect-Worker-Name` and in labels.
+    pub worker_name: String,
+    /// The backend worker id, on Prefect Cloud only.
+    pub worker_id: Option<String>,
+    /// Look-ahead for scheduled runs (`--prefetch-seconds`).
+    pub prefetch_seconds: u64,
+    /// Poll interval (`PREFECT_WORKER_QUERY_SECONDS`).
+    pub query_interval: Duration,
+    /// Sync/heartbeat interval (`PREFECT_WORKER_HEARTBEAT_SECONDS`).
+    pub heartbeat_interval: Duration,
+    /// How often this worker's CANCELLING runs are looked up
+    /// (`PREFECT_WORKER_CANCELLATION_POLL_SECONDS`).
+    pub cancellation_poll_interval: Duration,
+    /// Most flow runs in flight at once, from claim until their infrastructure has finished
+    /// (`--limit`). `None`: no limit.
+    pub limit: Option<usize>,
+    /// Most submissions (claim → infrastructure created) in progress at once. Bounds the
+    /// load a burst of due runs puts on the API and the cluster.
+    pub max_concurrent_submissions: usize,
+    /// One sync, one poll, then wait for the runs it started and exit (`--run-once`).
+    pub run_once: bool,
+    /// Create the pool when it is missing (`--create-pool-if-not-found`).
+    pub create_pool_if_not_found: bool,
+    /// Template for a pool this worker creates (`--base-job-template`).
+    pub base_job_template: Option<Value>,
+    /// The worker's environment (env over profile) that jobs inherit settings from.
+    pub environment: Environment,
+    /// Versions that shape default images and labels.
+    pub versions: Versions,
+    /// Ship flow-run logs to the API (`PREFECT_LOGGING_TO_API_ENABLED`).
+    pub logs_to_api: bool,
+    /// Flow-run log batch interval (`PREFECT_LOGGING_TO_API_BATCH_INTERVAL`).
+    pub log_batch_interval: Duration,
+    /// Longest flow-run log message (`PREFECT_LOGGING_TO_API_MAX_LOG_SIZE`).
+    pub max_log_size: usize,
+}
+
+impl RunnerOptions {
+    /// Options for serving `work_pool_name` as `worker_name`, with Prefect's defaults.
+    #[must_use]
+    pub fn new(work_pool_name: impl Into<String>, worker_name: impl Into<String>) -> Self {
+        Self::from_settings(work_pool_name, worker_name, &WorkerSettings::default())
+    }
+
+    /// Options taking intervals and log shipping from `settings`.
+    #[must_use]
+    pub fn from_settings(work_pool_name: impl Into<String>, worker_name: impl Into<String>, settings: &WorkerSettings) -> Self {
+        Self {
+            work_pool_name: work_pool_name.into(),
+            work_queues: Vec::new(),
+            worker_name: worker_name.into(),
+            worker_id: None,
+            prefetch_seconds: settings.prefetch_seconds,
+            query_interval: settings.query_interval,
+            heartbeat_interval: settings.heartbeat_interval,
+            cancellation_poll_interval: settings.cancellation_poll_interval,
+            limit: None,
+            max_concurrent_submissions: 64,
+            run_once: false,
+            create_pool_if_not_found: true,
+            base_job_template: None,
+            environment: Environment::new(),
+            versions: Versions::default(),
+            logs_to_api: settings.logging_to_api_enabled,
+            log_batch_interval: settings.logging_to_api_batch_interval,
+            max_log_size: settings.logging_to_api_max_log_size,
+        }
+    }
+
+    /// Sets the queues to poll.
+    #[must_use]
+    pub fn with_work_queues(mut self, queues: Vec<String>) -> Self {
+        self.work_queues = queues;
+        self
+    }
+
+    /// Sets `--limit`.
+    #[must_use]
+    pub fn with_limit(mut self, limit: Option<usize>) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// Sets `--run-once`.
+    #[must_use]
+    pub fn with_run_once(mut self, run_once: bool) -> Self {
+        self.run_once = run_once;
+        self
+    }
+
+    /// Sets the poll, heartbeat and cancellation intervals at once (tests).
+    #[must_use]
+    pub fn with_intervals(mut self, query: Duration, heartbeat: Duration, cancellation: Duration) -> Self {
+        self.query_interval = query;
+        self.heartbeat_interval = heartbeat;
+        self.cancellation_poll_interval = cancellation;
+        self
+    }
+
+    /// Sets the environment jobs inherit settings from.
+    #[must_use]
+    pub fn with_environment(mut self, environment: Environment) -> Self {
+        self.environment = environment;
+        self
+    }
+
+    /// The health window: 30 poll intervals, as Python.
+    #[must_use]
+    pub fn health_window(&self) -> Duration {
+        self.query_interval * 30
+    }
+}

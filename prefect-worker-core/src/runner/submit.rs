@@ -1,0 +1,255 @@
+//! Submitting one flow run and reporting its outcome (spec §3.1), in Python's order:
+//! deployment check → Pending → configuration → labels → Submitting → `Worker::run` →
+//! `infrastructure_pid` → outcome.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::propose::{PendingOutcome, force_cancelled, propose, propose_crashed, propose_pending};
+use super::engine::{Inner, RunContext, exit_codes};
+use crate::client::ClientError;
+use crate::client::models::{Deployment, FlowRun, StateCreate};
+use crate::job_config::{ConfigurationError, PrepareContext, resolve_for_flow_run};
+use crate::runner::flow_run_logs::FlowRunLogger;
+use crate::worker::{RunError, Worker, WorkerResult};
+
+/// Why a configuration could not be built: a crash message's `<Type>: <message>`.
+#[derive(Debug)]
+pub(super) struct SubmitFailure {
+    type_name: &'static str,
+    message: String,
+}
+
+impl std::fmt::Display for SubmitFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.type_name, self.message)
+    }
+}
+
+impl From<ClientError> for SubmitFailure {
+    fn from(e: ClientError) -> Self {
+        let type_name = match e {
+            ClientError::NotFound(_) => "ObjectNotFound",
+            _ => "PrefectHTTPStatusError",
+        };
+        Self { type_name, message: e.to_string() }
+    }
+}
+
+impl From<ConfigurationError> for SubmitFailure {
+    fn from(e: ConfigurationError) -> Self {
+        Self { type_name: e.type_name(), message: e.to_string() }
+    }
+}
+
+/// Decrements the in-progress submission count when the submission phase ends, however it ends.
+struct SubmittingGuard<'a>(Option<&'a tokio::sync::watch::Sender<usize>>);
+
+impl SubmittingGuard<'_> {
+    fn done(&mut self) {
+        if let Some(tx) = self.0.take() {
+            tx.send_modify(|n| *n = n.saturating_sub(1));
+        }
+    }
+}
+
+impl Drop for SubmittingGuard<'_> {
+    fn drop(&mut self) {
+        self.done();
+    }
+}
+
+impl<W: Worker> Inner<W> {
+    /// Everything that happens to one claimed flow run until this worker is done with it.
+    pub(super) async fn submit_and_run(self: Arc<Self>, flow_run: FlowRun, logger: FlowRunLogger) {
+        let mut submitting = SubmittingGuard(Some(&self.submitting));
+        let Ok(_slot) = self.submissions.clone().acquire_owned().await else { return };
+        let configuration = match self.prepare_submission(&flow_run, &logger).await {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                self.untrack(flow_run.id);
+                return;
+            }
+            Err(failure) => {
+                logger.error(format!("Failed to submit flow run '{}' to infrastructure.", flow_run.name));
+                let message = format!("Failed to submit flow run to infrastructure: {failure}");
+                propose_crashed(&self.client, &flow_run, &message, &logger).await;
+                self.untrack(flow_run.id);
+                return;
+            }
+        };
+        if let Some(t) = self.lock_tracked().get_mut(&flow_run.id) {
+            t.configuration = Some(configuration.clone());
+        }
+
+        let (ctx, started) = RunContext::new(logger.clone(), self.client.clone());
+        let run = self.worker.run(&flow_run, configuration, ctx);
+        tokio::pin!(run);
+        // Phase 1, not interrupted by shutdown: until the infrastructure exists (or the run
+        // ends without it).
+        let early = tokio::select! {
+            r = &mut run => Some(r),
+            pid = started => {
+                if let Ok(pid) = pid { self.on_started(&flow_run, &logger, pid).await; }
+                None
+            }
+        };
+        drop(_slot);
+        submitting.done();
+        let result = match early {
+            Some(r) => Some(r),
+            // Phase 2: wait for the infrastructure to finish, unless shutting down (then it
+            // keeps running and a restarted worker adopts it).
+            None => tokio::select! {
+                r = &mut run => Some(r),
+                () = self.stop_runs.cancelled() => None,
+            },
+        };
+        if let Some(r) = result {
+            self.finish(&flow_run, &logger, r).await;
+        }
+    }
+
+    /// Steps before `run`. `Ok(None)`: the run is not ours to submit (already logged).
+    async fn prepare_submission(
+        &self,
+        flow_run: &FlowRun,
+        logger: &FlowRunLogger,
+    ) -> Result<Option<W::Configuration>, SubmitFailure> {
+        // 1. Deployment existence check.
+        let deployment = match flow_run.deployment_id {
+            None => None,
+            Some(id) => match self.client.read_deployment(id).await {
+                Ok(d) => Some(d),
+                Err(ClientError::NotFound(_)) => {
+                    logger.error(format!(
+                        "Deployment {id} no longer exists. Flow run {} will not be submitted for execution",
+                        flow_run.id
+                    ));
+                    let msg = format!("Deployment {id} no longer exists, cancelled run.");
+                    if let Err(e) = force_cancelled(&self.client, flow_run, &msg).await {
+                        logger.error(format!("Failed to cancel flow run '{}': {e}", flow_run.id));
+                    }
+                    return Ok(None);
+                }
+                Err(e) => {
+                    // Python lets this kill the worker; we leave the run Scheduled for the next poll.
+                    logger.warning(format!(
+                        "Could not read deployment {id} of flow run '{}' ({e}); it will be retried on the next poll",
+                        flow_run.id
+                    ));
+                    return Ok(None);
+                }
+            },
+        };
+        // 2. Pending.
+        if let PendingOutcome::NotSubmitted = propose_pending(&self.client, flow_run, logger).await {
+            return Ok(None);
+        }
+        // 3. Configuration.
+        let configuration = self.configuration_for(flow_run, deployment.as_ref()).await?;
+        // 4. Labels.
+        let pool = self.work_pool();
+        let mut labels = serde_json::Map::new();
+        labels.insert("prefect.worker.name".into(), json!(self.options.worker_name));
+        labels.insert("prefect.worker.type".into(), json!(self.worker.worker_type()));
+        labels.insert("prefect.work-pool.name".into(), json!(self.options.work_pool_name));
+        if let Some(p) = &pool {
+            labels.insert("prefect.work-pool.id".into(), json!(p.id.to_string()));
+        }
+        self.client.update_flow_run_labels(flow_run.id, &labels).await?;
+        // 5. Submitting: errors here are not worth failing the run for (Python ignores them).
+        if let Err(e) = propose(&self.client, flow_run.id, &StateCreate::submitting(), false).await {
+            tracing::debug!(flow_run_id = %flow_run.id, error = %e, "could not set Submitting state");
+        }
+        Ok(Some(configuration))
+    }
+
+    /// Reads what the configuration needs (flow, deployment) and builds it.
+    pub(super) async fn build_configuration(&self, flow_run: &FlowRun) -> Result<(W::Configuration, Option<Deployment>), SubmitFailure> {
+        let deployment = match flow_run.deployment_id {
+            Some(id) => Some(self.client.read_deployment(id).await?),
+            None => None,
+        };
+        let c = self.configuration_for(flow_run, deployment.as_ref()).await?;
+        Ok((c, deployment))
+    }
+
+    async fn configuration_for(&self, flow_run: &FlowRun, deployment: Option<&Deployment>) -> Result<W::Configuration, SubmitFailure> {
+        let flow = self.client.read_flow(flow_run.flow_id).await?;
+        let Some(pool) = self.work_pool() else {
+            return Err(SubmitFailure { type_name: "RuntimeError", message: "the work pool is not known yet".into() });
+        };
+        let template = if pool.base_job_template.is_empty() {
+            match self.worker.default_base_job_template() {
+                Value::Object(m) => m,
+                _ => serde_json::Map::new(),
+            }
+        } else {
+            pool.base_job_template.clone()
+        };
+        let ctx = PrepareContext {
+            flow_run,
+            deployment,
+            flow: Some(&flow),
+            work_pool: &pool,
+            worker_name: &self.options.worker_name,
+            worker_id: self.options.worker_id.as_deref(),
+            environment: &self.options.environment,
+            versions: &self.options.versions,
+        };
+        Ok(resolve_for_flow_run::<W::Configuration>(&template, &ctx, &self.client).await?)
+    }
+
+    async fn on_started(&self, flow_run: &FlowRun, logger: &FlowRunLogger, pid: String) {
+        if let Some(t) = self.lock_tracked().get_mut(&flow_run.id) {
+            t.infrastructure_pid = Some(pid.clone());
+        }
+        if let Err(e) = self.client.set_infrastructure_pid(flow_run.id, &pid).await {
+            logger.error(format!(
+                "An error occurred while setting the `infrastructure_pid` on flow run '{}'. The flow run will not be cancellable. ({e})",
+                flow_run.id
+            ));
+        }
+        logger.info(format!("Flow run '{}' submitted to infrastructure", flow_run.name));
+    }
+
+    /// Reports how the run's infrastructure ended and forgets the run.
+    pub(super) async fn finish(&self, flow_run: &FlowRun, logger: &FlowRunLogger, result: Result<WorkerResult, RunError>) {
+        let (cancelling, started) = self
+            .lock_tracked()
+            .get(&flow_run.id)
+            .map_or((false, false), |t| (t.cancelling, t.infrastructure_pid.is_some()));
+        if cancelling {
+            // The cancellation loop stopped this infrastructure and reports Cancelled itself.
+            self.untrack(flow_run.id);
+            return;
+        }
+        match result {
+            Ok(r) if r.status_code == 0 => {
+                tracing::info!(flow_run_id = %flow_run.id, identifier = %r.identifier, "infrastructure finished");
+            }
+            Ok(r) => {
+                let message = exit_codes::crashed_message(r.status_code, r.detail.as_deref());
+                propose_crashed(&self.client, flow_run, &message, logger).await;
+                logger.info(exit_codes::explain(r.status_code).resolution);
+            }
+            Err(e) if !started => {
+                logger.error(format!("Failed to submit flow run '{}' to infrastructure.", flow_run.name));
+                let message = format!("Failed to submit flow run to infrastructure: {}: {}", e.type_name, e.message);
+                propose_crashed(&self.client, flow_run, &message, logger).await;
+            }
+            Err(e) => {
+                let message = format!("Flow run infrastructure failed: {}: {}", e.type_name, e.message);
+                logger.error(message.clone());
+                propose_crashed(&self.client, flow_run, &message, logger).await;
+            }
+        }
+        self.untrack(flow_run.id);
+    }
+
+    pub(super) fn untrack(&self, id: uuid::Uuid) {
+        self.lock_tracked().remove(&id);
+    }
+}

@@ -1,0 +1,146 @@
+//! Keeping the work pool in sync and heartbeating (spec §2.2 B–C, REST path), and adopting
+//! infrastructure left running by an earlier worker process.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::engine::{Inner, RunContext, Tracked};
+use crate::client::ClientError;
+use crate::client::models::WorkPoolCreate;
+use crate::worker::Worker;
+
+impl<W: Worker> Inner<W> {
+    /// One sync: read (or create) the pool, give an empty pool the default template, cache
+    /// it, heartbeat.
+    pub(super) async fn sync(&self) -> Result<(), ClientError> {
+        let name = &self.options.work_pool_name;
+        let pool = match self.client.read_work_pool(name).await {
+            Ok(p) => p,
+            Err(ClientError::NotFound(_)) if self.options.create_pool_if_not_found => {
+                let body = WorkPoolCreate {
+                    name: name.clone(),
+                    pool_type: self.worker.worker_type().to_owned(),
+                    base_job_template: self.options.base_job_template.clone(),
+                };
+                match self.client.create_work_pool(&body).await {
+                    Ok(p) => {
+                        tracing::info!(pool = %name, "created work pool '{name}'");
+                        p
+                    }
+                    // Another worker created it between our read and our create.
+                    Err(ClientError::AlreadyExists(_)) => self.client.read_work_pool(name).await?,
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(ClientError::NotFound(_)) => {
+                tracing::warn!(pool = %name, "Work pool '{name}' not found!");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let mut pool = pool;
+        if pool.base_job_template.is_empty() {
+            let template = self.worker.default_base_job_template();
+            self.client.update_work_pool_base_job_template(name, &template).await?;
+            if let serde_json::Value::Object(map) = template {
+                pool.base_job_template = map;
+            }
+        }
+        if pool.pool_type != self.worker.worker_type() {
+            tracing::warn!(
+                expected = self.worker.worker_type(),
+                received = %pool.pool_type,
+                "Worker type mismatch! This worker process expects type '{}' but received '{}' from the server. Unexpected behavior may occur.",
+                self.worker.worker_type(),
+                pool.pool_type
+            );
+        }
+        let heartbeat_secs = self.options.heartbeat_interval.as_secs().max(1);
+        if let Ok(mut slot) = self.work_pool.write() {
+            *slot = Some(pool);
+        }
+        self.client.send_worker_heartbeat(name, &self.options.worker_name, heartbeat_secs).await
+    }
+
+    /// Syncs every heartbeat interval until `stop`; errors back off and retry forever.
+    pub(super) async fn sync_loop(self: Arc<Self>, stop: CancellationToken) {
+        let mut failures = 0u32;
+        loop {
+            let wait = if failures == 0 {
+                self.options.heartbeat_interval
+            } else {
+                Self::backoff(self.options.heartbeat_interval, failures)
+            };
+            if !Self::pause(wait, &stop).await {
+                return;
+            }
+            match self.sync().await {
+                Ok(()) => failures = 0,
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(error = %e, failures, "work pool sync failed; will retry");
+                }
+            }
+        }
+    }
+
+    /// Resumes waiting on infrastructure a previous worker process started (same worker
+    /// identity) whose flow runs are not final, so a restart loses nothing.
+    pub(super) async fn adopt(self: &Arc<Self>) {
+        let found = match self.worker.running_infrastructure().await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list infrastructure left by an earlier worker; none adopted");
+                return;
+            }
+        };
+        for (flow_run_id, pid) in found {
+            if self.lock_tracked().contains_key(&flow_run_id) {
+                continue;
+            }
+            let flow_run = match self.client.read_flow_run(flow_run_id).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(%flow_run_id, error = %e, "cannot adopt infrastructure '{pid}': flow run unreadable");
+                    continue;
+                }
+            };
+            if flow_run.state_type().is_some_and(|t| t.is_final()) {
+                continue;
+            }
+            let logger = self.logs.logger(flow_run.id);
+            let configuration = match self.build_configuration(&flow_run).await {
+                Ok((c, _)) => c,
+                Err(e) => {
+                    logger.warning(format!("Cannot resume tracking of infrastructure '{pid}': {e}"));
+                    continue;
+                }
+            };
+            let limit_permit = self.limiter.as_ref().and_then(|l| l.clone().try_acquire_owned().ok());
+            self.lock_tracked().insert(
+                flow_run.id,
+                Tracked {
+                    flow_run: flow_run.clone(),
+                    configuration: Some(configuration.clone()),
+                    infrastructure_pid: Some(pid.clone()),
+                    cancelling: false,
+                },
+            );
+            tracing::info!(flow_run_id = %flow_run.id, infrastructure_pid = %pid, "resuming tracking of flow run '{}'", flow_run.name);
+            let (mut ctx, _started) = RunContext::new(logger.clone(), self.client.clone());
+            ctx.started(pid.clone());
+            let me = self.clone();
+            self.runs.spawn(async move {
+                let _limit = limit_permit;
+                let result = tokio::select! {
+                    r = me.worker.resume(&flow_run, &pid, configuration, ctx) => Some(r),
+                    () = me.stop_runs.cancelled() => None,
+                };
+                if let Some(r) = result {
+                    me.finish(&flow_run, &logger, r).await;
+                }
+            });
+        }
+    }
+}
