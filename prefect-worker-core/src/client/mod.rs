@@ -1,58 +1,72 @@
 //! The Prefect REST client (spec §1, API_CALLS.md §A).
 //!
-//! STUB: signatures fixed, bodies being written.
+//! - [`options`]: what to connect to and how ([`ClientOptions`], from `PREFECT_*` settings);
+//! - [`error`]: the typed errors ([`ClientError`]);
+//! - `headers`, `csrf`, `retry`, `transport`: the wire conventions every request follows;
+//! - `bodies`, `endpoints`: the calls the worker makes;
+//! - `lookups`: the client as templating's source of variables and blocks.
 
+mod bodies;
+mod csrf;
+mod endpoints;
+pub mod error;
+mod headers;
+mod lookups;
+pub mod maintenance;
 pub mod models;
+pub mod options;
+mod retry;
+pub mod secret;
+mod transport;
 
-use chrono::{DateTime, Utc};
-use serde_json::Value;
-use uuid::Uuid;
+use std::sync::Arc;
+use std::time::Instant;
 
-use models::*;
+pub use error::{ClientError, HttpError, TransportError, TransportKind};
+pub use headers::user_agent;
+pub use maintenance::MaintenanceTracker;
+pub use options::ClientOptions;
+pub use secret::Secret;
 
-/// A failed API call. Messages never contain the API key or auth string.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    #[error("not found: {0}")]
-    NotFound(String),
-    #[error("already exists: {0}")]
-    AlreadyExists(String),
-    #[error("unauthorized: {0}")]
-    Unauthorized(String),
-    #[error("server error: {0}")]
-    Server(String),
-    #[error("transport error: {0}")]
-    Transport(String),
-}
-
-/// How to reach the API.
-#[derive(Debug, Clone, Default)]
-pub struct ClientOptions {
-    pub api_url: String,
-}
-
-/// The Prefect REST client. Cheap to clone.
+/// The Prefect REST client. Cheap to clone: clones share the connection pool, the CSRF
+/// token, the worker-name header and the maintenance record.
 #[derive(Debug, Clone)]
-pub struct PrefectClient {}
+pub struct PrefectClient {
+    inner: Arc<transport::Transport>,
+}
 
-#[allow(clippy::unused_async, unused_variables)]
 impl PrefectClient {
-    pub fn new(options: ClientOptions) -> Result<Self, ClientError> { Ok(Self {}) }
-    pub async fn read_work_pool(&self, name: &str) -> Result<WorkPool, ClientError> { unimplemented!() }
-    pub async fn create_work_pool(&self, body: &WorkPoolCreate) -> Result<WorkPool, ClientError> { unimplemented!() }
-    pub async fn update_work_pool_base_job_template(&self, name: &str, template: &Value) -> Result<(), ClientError> { unimplemented!() }
-    pub async fn read_work_queues(&self, pool: &str, names: Option<&[String]>) -> Result<Vec<WorkQueue>, ClientError> { unimplemented!() }
-    pub async fn send_worker_heartbeat(&self, pool: &str, worker_name: &str, heartbeat_interval_seconds: u64) -> Result<(), ClientError> { unimplemented!() }
-    pub async fn get_scheduled_flow_runs(&self, pool: &str, work_queue_names: &[String], scheduled_before: DateTime<Utc>) -> Result<Vec<WorkerFlowRunResponse>, ClientError> { unimplemented!() }
-    pub async fn read_flow_run(&self, id: Uuid) -> Result<FlowRun, ClientError> { unimplemented!() }
-    pub async fn set_flow_run_state(&self, id: Uuid, state: &StateCreate, force: bool) -> Result<OrchestrationResult, ClientError> { unimplemented!() }
-    pub async fn update_flow_run_labels(&self, id: Uuid, labels: &JsonMap) -> Result<(), ClientError> { unimplemented!() }
-    pub async fn set_infrastructure_pid(&self, id: Uuid, pid: &str) -> Result<(), ClientError> { unimplemented!() }
-    pub async fn filter_flow_runs(&self, filter: &Value) -> Result<Vec<FlowRun>, ClientError> { unimplemented!() }
-    pub async fn read_deployment(&self, id: Uuid) -> Result<Deployment, ClientError> { unimplemented!() }
-    pub async fn read_flow(&self, id: Uuid) -> Result<Flow, ClientError> { unimplemented!() }
-    pub async fn read_variable_by_name(&self, name: &str) -> Result<Option<Value>, ClientError> { unimplemented!() }
-    pub async fn read_block_document(&self, id: &str) -> Result<Value, ClientError> { unimplemented!() }
-    pub async fn read_block_document_by_name(&self, slug: &str, name: &str) -> Result<Value, ClientError> { unimplemented!() }
-    pub async fn create_logs(&self, logs: &[LogCreate]) -> Result<(), ClientError> { unimplemented!() }
+    /// Builds the HTTP client once (pool, TLS, timeouts, headers).
+    ///
+    /// # Errors
+    /// [`ClientError::Config`] for an invalid API URL, CA file or header.
+    pub fn new(options: ClientOptions) -> Result<Self, ClientError> {
+        Ok(Self {
+            inner: Arc::new(transport::Transport::new(&options)?),
+        })
+    }
+
+    /// Sets or clears `X-Prefect-Worker-Name` on every later request (the worker sets it at
+    /// setup and clears it at teardown). Spaces and tabs around it are stripped; an empty
+    /// name sends no header.
+    pub fn set_worker_name(&self, name: Option<String>) {
+        self.inner.set_worker_name(name.as_deref());
+    }
+
+    /// Sets or clears `X-Prefect-Worker-Id` (known on Cloud only), like the name.
+    pub fn set_worker_id(&self, id: Option<String>) {
+        self.inner.set_worker_id(id.as_deref());
+    }
+
+    /// When the latest `Prefect-Maintenance` back-off ends (for the health check, §2.8).
+    #[must_use]
+    pub fn maintenance_until(&self) -> Option<Instant> {
+        self.inner.maintenance.until()
+    }
+
+    /// The shared maintenance record, for a health check that outlives this client.
+    #[must_use]
+    pub fn maintenance_tracker(&self) -> MaintenanceTracker {
+        self.inner.maintenance.clone()
+    }
 }

@@ -65,7 +65,10 @@ impl StateType {
     /// Final states: the run will not change again on its own.
     #[must_use]
     pub fn is_final(&self) -> bool {
-        matches!(self, Self::Completed | Self::Failed | Self::Cancelled | Self::Crashed)
+        matches!(
+            self,
+            Self::Completed | Self::Failed | Self::Cancelled | Self::Crashed
+        )
     }
 }
 
@@ -291,7 +294,13 @@ impl StateCreate {
     /// (the client fills in `flow_run_id` and a fresh `transition_id` per request).
     #[must_use]
     pub fn new(state_type: StateType, name: impl Into<String>) -> Self {
-        Self { state_type, name: name.into(), message: None, state_details: JsonMap::new(), data: None }
+        Self {
+            state_type,
+            name: name.into(),
+            message: None,
+            state_details: JsonMap::new(),
+            data: None,
+        }
     }
 
     /// Sets the message.

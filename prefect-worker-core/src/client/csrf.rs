@@ -1,0 +1,103 @@
+//! CSRF token handling (spec §1 "CSRF"): fetched lazily before the first change request,
+//! turned off for servers that do not use it, refreshed when expired or rejected.
+
+use chrono::{DateTime, Utc};
+use reqwest::Method;
+use reqwest::header::HeaderValue;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::error::ClientError;
+use super::transport::{ApiRequest, Transport};
+
+/// The `Prefect-Csrf-Token` / `Prefect-Csrf-Client` values for one request.
+#[derive(Debug, Clone)]
+pub(crate) struct CsrfHeaders {
+    pub token: HeaderValue,
+    pub client: HeaderValue,
+}
+
+#[derive(Debug)]
+struct CsrfState {
+    /// Starts as `PREFECT_CLIENT_CSRF_SUPPORT_ENABLED`; a server without CSRF turns it off.
+    enabled: bool,
+    token: Option<CsrfHeaders>,
+    expiration: Option<DateTime<Utc>>,
+}
+
+/// The CSRF state of one client (shared by its clones).
+#[derive(Debug)]
+pub(crate) struct Csrf {
+    /// A random id per client, as the server keys tokens by client.
+    client_id: Uuid,
+    // A tokio mutex held across the token fetch, so concurrent first requests fetch once.
+    state: tokio::sync::Mutex<CsrfState>,
+}
+
+#[derive(Deserialize)]
+struct CsrfTokenReply {
+    token: String,
+    #[serde(default)]
+    expiration: Option<DateTime<Utc>>,
+}
+
+impl Csrf {
+    pub(crate) fn new(enabled: bool) -> Self {
+        Self {
+            client_id: Uuid::new_v4(),
+            state: tokio::sync::Mutex::new(CsrfState {
+                enabled,
+                token: None,
+                expiration: None,
+            }),
+        }
+    }
+
+    /// Forgets the token after the server rejected it ("Invalid CSRF token").
+    pub(crate) async fn invalidate(&self) {
+        self.state.lock().await.token = None;
+    }
+
+    /// The headers for a change request, fetching a token first when there is none or it
+    /// expired. `None` when CSRF is off for this client.
+    pub(crate) async fn headers(
+        &self,
+        transport: &Transport,
+    ) -> Result<Option<CsrfHeaders>, ClientError> {
+        let mut st = self.state.lock().await;
+        if !st.enabled {
+            return Ok(None);
+        }
+        let expired = st.expiration.is_some_and(|exp| Utc::now() > exp);
+        if let (Some(h), false) = (&st.token, expired) {
+            return Ok(Some(h.clone()));
+        }
+        let req = ApiRequest::new(Method::GET, ["csrf-token"])
+            .query("client", self.client_id.to_string());
+        // Boxed: this is the only place the retry loop re-enters itself (through CSRF).
+        let resp = Box::pin(transport.send_with_retries(&req, false)).await?;
+        let unconfigured =
+            resp.status == 422 && resp.text().contains("CSRF protection is disabled.");
+        if resp.status == 404 || unconfigured {
+            // An old server without the endpoint, or CSRF protection disabled on the server.
+            tracing::debug!(
+                status = resp.status,
+                "CSRF protection is off on this server"
+            );
+            st.enabled = false;
+            return Ok(None);
+        }
+        let reply: CsrfTokenReply = transport.check(&req, resp)?.json()?;
+        let token = HeaderValue::from_str(&reply.token).map_err(|_| ClientError::Decode {
+            method: req.method.to_string(),
+            path: "/csrf-token".into(),
+            message: "the CSRF token is not a valid header value".into(),
+        })?;
+        let client = HeaderValue::from_str(&self.client_id.to_string())
+            .map_err(|_| ClientError::Config("invalid CSRF client id".into()))?;
+        let headers = CsrfHeaders { token, client };
+        st.token = Some(headers.clone());
+        st.expiration = reply.expiration;
+        Ok(Some(headers))
+    }
+}

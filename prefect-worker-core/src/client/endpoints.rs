@@ -1,0 +1,226 @@
+//! The API calls the worker makes (API_CALLS.md §A), each with its error mapping.
+
+use chrono::{DateTime, Utc};
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::error::ClientError;
+use super::models::{
+    Deployment, Flow, FlowRun, JsonMap, LogCreate, OrchestrationResult, StateCreate, WorkPool,
+    WorkPoolCreate, WorkQueue, WorkerFlowRunResponse,
+};
+use super::transport::{ApiRequest, RawResponse};
+use super::{PrefectClient, bodies};
+
+impl PrefectClient {
+    async fn fetch<T: DeserializeOwned>(&self, req: ApiRequest) -> Result<T, ClientError> {
+        self.inner.execute(&req).await?.json()
+    }
+
+    async fn call(&self, req: ApiRequest) -> Result<RawResponse, ClientError> {
+        self.inner.execute(&req).await
+    }
+
+    /// `GET /work_pools/{name}`. 404 → [`ClientError::NotFound`].
+    pub async fn read_work_pool(&self, name: &str) -> Result<WorkPool, ClientError> {
+        self.fetch(ApiRequest::new(Method::GET, ["work_pools", name]).not_found_maps())
+            .await
+    }
+
+    /// `POST /work_pools/`. 409 (another worker won the race) → [`ClientError::AlreadyExists`].
+    pub async fn create_work_pool(&self, body: &WorkPoolCreate) -> Result<WorkPool, ClientError> {
+        self.fetch(
+            ApiRequest::new(Method::POST, ["work_pools", ""])
+                .json(body)?
+                .conflict_maps(),
+        )
+        .await
+    }
+
+    /// `PATCH /work_pools/{name}` with `{"base_job_template": ...}` (204). 404 → NotFound.
+    pub async fn update_work_pool_base_job_template(
+        &self,
+        name: &str,
+        template: &Value,
+    ) -> Result<(), ClientError> {
+        let req = ApiRequest::new(Method::PATCH, ["work_pools", name])
+            .json(&json!({ "base_job_template": template }))?
+            .not_found_maps();
+        self.call(req).await.map(drop)
+    }
+
+    /// `POST /work_pools/{pool}/queues/filter`: all queues, or only those named.
+    pub async fn read_work_queues(
+        &self,
+        pool: &str,
+        names: Option<&[String]>,
+    ) -> Result<Vec<WorkQueue>, ClientError> {
+        let req = ApiRequest::new(Method::POST, ["work_pools", pool, "queues", "filter"])
+            .json(&bodies::work_queue_filter(names))?;
+        self.fetch(req).await
+    }
+
+    /// `POST /work_pools/{pool}/workers/heartbeat` (OSS: 204, no body).
+    pub async fn send_worker_heartbeat(
+        &self,
+        pool: &str,
+        worker_name: &str,
+        heartbeat_interval_seconds: u64,
+    ) -> Result<(), ClientError> {
+        let req = ApiRequest::new(Method::POST, ["work_pools", pool, "workers", "heartbeat"])
+            .json(&bodies::heartbeat(worker_name, heartbeat_interval_seconds))?;
+        self.call(req).await.map(drop)
+    }
+
+    /// `POST /work_pools/{pool}/get_scheduled_flow_runs`. 404 (unknown pool or queue) →
+    /// [`ClientError::NotFound`]; the worker treats it as "no runs".
+    pub async fn get_scheduled_flow_runs(
+        &self,
+        pool: &str,
+        work_queue_names: &[String],
+        scheduled_before: DateTime<Utc>,
+    ) -> Result<Vec<WorkerFlowRunResponse>, ClientError> {
+        let req = ApiRequest::new(
+            Method::POST,
+            ["work_pools", pool, "get_scheduled_flow_runs"],
+        )
+        .json(&bodies::scheduled_flow_runs(
+            work_queue_names,
+            scheduled_before,
+        ))?
+        .not_found_maps();
+        self.fetch(req).await
+    }
+
+    /// `GET /flow_runs/{id}`. 404 → NotFound.
+    pub async fn read_flow_run(&self, id: Uuid) -> Result<FlowRun, ClientError> {
+        self.fetch(
+            ApiRequest::new(Method::GET, ["flow_runs".to_owned(), id.to_string()]).not_found_maps(),
+        )
+        .await
+    }
+
+    /// `POST /flow_runs/{id}/set_state`. 404 → NotFound. Returns the orchestration result
+    /// whatever its status; WAIT is the caller's loop.
+    ///
+    /// Each call gets a fresh `transition_id`; HTTP retries inside the call resend the same
+    /// one, so if a first attempt was applied but its answer lost, the server's duplicate
+    /// transition rule recognises the retry instead of treating it as a new proposal.
+    pub async fn set_flow_run_state(
+        &self,
+        id: Uuid,
+        state: &StateCreate,
+        force: bool,
+    ) -> Result<OrchestrationResult, ClientError> {
+        let body = bodies::set_state(id, state, force, Uuid::new_v4());
+        let req = ApiRequest::new(
+            Method::POST,
+            [
+                "flow_runs".to_owned(),
+                id.to_string(),
+                "set_state".to_owned(),
+            ],
+        )
+        .json(&body)?
+        .not_found_maps();
+        self.fetch(req).await
+    }
+
+    /// `PATCH /flow_runs/{id}/labels` (the server merges them; 204).
+    pub async fn update_flow_run_labels(
+        &self,
+        id: Uuid,
+        labels: &JsonMap,
+    ) -> Result<(), ClientError> {
+        let req = ApiRequest::new(
+            Method::PATCH,
+            ["flow_runs".to_owned(), id.to_string(), "labels".to_owned()],
+        )
+        .json(labels)?;
+        self.call(req).await.map(drop)
+    }
+
+    /// `PATCH /flow_runs/{id}` with `{"infrastructure_pid": pid}` (204).
+    pub async fn set_infrastructure_pid(&self, id: Uuid, pid: &str) -> Result<(), ClientError> {
+        let req = ApiRequest::new(Method::PATCH, ["flow_runs".to_owned(), id.to_string()])
+            .json(&json!({ "infrastructure_pid": pid }))?;
+        self.call(req).await.map(drop)
+    }
+
+    /// `POST /flow_runs/filter` with a caller-built filter body.
+    pub async fn filter_flow_runs(&self, filter: &Value) -> Result<Vec<FlowRun>, ClientError> {
+        self.fetch(ApiRequest::new(Method::POST, ["flow_runs", "filter"]).json(filter)?)
+            .await
+    }
+
+    /// `GET /deployments/{id}`. 404 → NotFound.
+    pub async fn read_deployment(&self, id: Uuid) -> Result<Deployment, ClientError> {
+        self.fetch(
+            ApiRequest::new(Method::GET, ["deployments".to_owned(), id.to_string()])
+                .not_found_maps(),
+        )
+        .await
+    }
+
+    /// `GET /flows/{id}`. No 404 mapping (spec §1): a 404 is a [`ClientError::Status`].
+    pub async fn read_flow(&self, id: Uuid) -> Result<Flow, ClientError> {
+        self.fetch(ApiRequest::new(
+            Method::GET,
+            ["flows".to_owned(), id.to_string()],
+        ))
+        .await
+    }
+
+    /// `GET /variables/name/{name}` → the variable's `value`; `Ok(None)` when it does not exist.
+    pub async fn read_variable_by_name(&self, name: &str) -> Result<Option<Value>, ClientError> {
+        let req = ApiRequest::new(Method::GET, ["variables", "name", name]).not_found_maps();
+        match self.fetch::<JsonMap>(req).await {
+            Ok(mut var) => Ok(Some(var.remove("value").unwrap_or(Value::Null))),
+            Err(ClientError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `GET /block_documents/{id}?include_secrets=true` → its `data`. 404 → NotFound.
+    pub async fn read_block_document(&self, id: &str) -> Result<Value, ClientError> {
+        let req = ApiRequest::new(Method::GET, ["block_documents", id])
+            .query("include_secrets", "true")
+            .not_found_maps();
+        data_of(self.call(req).await?)
+    }
+
+    /// `GET /block_types/slug/{slug}/block_documents/name/{name}?include_secrets=true` → its
+    /// `data`. 404 → NotFound.
+    pub async fn read_block_document_by_name(
+        &self,
+        slug: &str,
+        name: &str,
+    ) -> Result<Value, ClientError> {
+        let req = ApiRequest::new(
+            Method::GET,
+            ["block_types", "slug", slug, "block_documents", "name", name],
+        )
+        .query("include_secrets", "true")
+        .not_found_maps();
+        data_of(self.call(req).await?)
+    }
+
+    /// `POST /logs/` (201).
+    pub async fn create_logs(&self, logs: &[LogCreate]) -> Result<(), ClientError> {
+        self.call(ApiRequest::new(Method::POST, ["logs", ""]).json(&logs)?)
+            .await
+            .map(drop)
+    }
+}
+
+/// The `data` of a block document.
+fn data_of(resp: RawResponse) -> Result<Value, ClientError> {
+    let mut doc: JsonMap = resp.json()?;
+    doc.remove("data").ok_or_else(|| ClientError::Decode {
+        method: resp.method.clone(),
+        path: resp.path.clone(),
+        message: "the block document has no `data`".into(),
+    })
+}

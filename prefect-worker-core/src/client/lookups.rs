@@ -1,0 +1,31 @@
+//! The client as the source of variables and block documents for templating.
+
+use serde_json::Value;
+
+use super::PrefectClient;
+use super::error::ClientError;
+use crate::job_config::{LookupError, TemplateLookups};
+
+fn lookup_error(e: ClientError) -> LookupError {
+    match e {
+        ClientError::NotFound(_) => LookupError::NotFound(e.to_string()),
+        other => LookupError::Api(other.to_string()),
+    }
+}
+
+#[async_trait::async_trait]
+impl TemplateLookups for PrefectClient {
+    async fn variable(&self, name: &str) -> Result<Option<Value>, LookupError> {
+        self.read_variable_by_name(name).await.map_err(lookup_error)
+    }
+
+    async fn block_document(&self, id: &str) -> Result<Value, LookupError> {
+        self.read_block_document(id).await.map_err(lookup_error)
+    }
+
+    async fn block_document_by_name(&self, slug: &str, name: &str) -> Result<Value, LookupError> {
+        self.read_block_document_by_name(slug, name)
+            .await
+            .map_err(lookup_error)
+    }
+}
