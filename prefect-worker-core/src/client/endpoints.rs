@@ -188,7 +188,7 @@ impl PrefectClient {
         let req = ApiRequest::new(Method::GET, ["block_documents", id])
             .query("include_secrets", "true")
             .not_found_maps();
-        data_of(self.call(req).await?)
+        data_of(&self.call(req).await?)
     }
 
     /// `GET /block_types/slug/{slug}/block_documents/name/{name}?include_secrets=true` → its
@@ -204,7 +204,7 @@ impl PrefectClient {
         )
         .query("include_secrets", "true")
         .not_found_maps();
-        data_of(self.call(req).await?)
+        data_of(&self.call(req).await?)
     }
 
     /// `POST /logs/` (201).
@@ -216,7 +216,7 @@ impl PrefectClient {
 }
 
 /// The `data` of a block document.
-fn data_of(resp: RawResponse) -> Result<Value, ClientError> {
+fn data_of(resp: &RawResponse) -> Result<Value, ClientError> {
     let mut doc: JsonMap = resp.json()?;
     doc.remove("data").ok_or_else(|| ClientError::Decode {
         method: resp.method.clone(),

@@ -93,12 +93,18 @@ fn authorization(o: &ClientOptions) -> Result<Option<HeaderValue>, ClientError> 
 
 /// An attribution header value: leading and trailing spaces and tabs removed; an empty
 /// (or unencodable) value means no header.
-pub(crate) fn attribution_value(raw: &str) -> Option<HeaderValue> {
+pub(crate) fn attribution_value(raw: String) -> Option<HeaderValue> {
     let trimmed = raw.trim_matches([' ', '\t']);
     if trimmed.is_empty() {
         return None;
     }
-    HeaderValue::from_bytes(trimmed.as_bytes()).ok()
+    // Reuse the allocation when there was nothing to trim.
+    let owned = if trimmed.len() == raw.len() {
+        raw
+    } else {
+        trimmed.to_owned()
+    };
+    HeaderValue::try_from(owned).ok()
 }
 
 #[cfg(test)]
@@ -152,8 +158,9 @@ mod tests {
 
     #[test]
     fn attribution_values_are_trimmed() {
-        assert_eq!(attribution_value(" \tw1 \t").unwrap(), "w1");
-        assert!(attribution_value(" \t ").is_none());
-        assert!(attribution_value("").is_none());
+        assert_eq!(attribution_value(" \tw1 \t".into()).unwrap(), "w1");
+        assert_eq!(attribution_value("w 1".into()).unwrap(), "w 1");
+        assert!(attribution_value(" \t ".into()).is_none());
+        assert!(attribution_value(String::new()).is_none());
     }
 }

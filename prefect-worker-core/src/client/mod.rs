@@ -42,7 +42,7 @@ impl PrefectClient {
     /// [`ClientError::Config`] for an invalid API URL, CA file or header.
     pub fn new(options: ClientOptions) -> Result<Self, ClientError> {
         Ok(Self {
-            inner: Arc::new(transport::Transport::new(&options)?),
+            inner: Arc::new(transport::Transport::new(options)?),
         })
     }
 
@@ -50,12 +50,12 @@ impl PrefectClient {
     /// setup and clears it at teardown). Spaces and tabs around it are stripped; an empty
     /// name sends no header.
     pub fn set_worker_name(&self, name: Option<String>) {
-        self.inner.set_worker_name(name.as_deref());
+        self.inner.set_worker_name(name);
     }
 
     /// Sets or clears `X-Prefect-Worker-Id` (known on Cloud only), like the name.
     pub fn set_worker_id(&self, id: Option<String>) {
-        self.inner.set_worker_id(id.as_deref());
+        self.inner.set_worker_id(id);
     }
 
     /// When the latest `Prefect-Maintenance` back-off ends (for the health check, §2.8).

@@ -130,7 +130,7 @@ pub(crate) struct Transport {
 }
 
 impl Transport {
-    pub(crate) fn new(o: &ClientOptions) -> Result<Self, ClientError> {
+    pub(crate) fn new(o: ClientOptions) -> Result<Self, ClientError> {
         let base = Url::parse(o.api_url.trim()).map_err(|e| {
             ClientError::Config(format!(
                 "the API URL {:?} is not a valid URL: {e}",
@@ -176,25 +176,25 @@ impl Transport {
         Ok(Self {
             http,
             base,
-            base_headers: base_headers(o)?,
-            policy: RetryPolicy::from_options(o),
+            base_headers: base_headers(&o)?,
+            policy: RetryPolicy::from_options(&o),
             csrf: Csrf::new(o.csrf_support_enabled),
             worker_name: RwLock::new(None),
             worker_id: RwLock::new(None),
             has_connected: AtomicBool::new(false),
-            maintenance: o.maintenance.clone(),
+            maintenance: o.maintenance,
             redactor: Redactor::new(o.api_key.as_ref(), o.auth_string.as_ref()),
         })
     }
 
-    pub(crate) fn set_worker_name(&self, name: Option<&str>) {
+    pub(crate) fn set_worker_name(&self, name: Option<String>) {
         *self
             .worker_name
             .write()
             .unwrap_or_else(PoisonError::into_inner) = name.and_then(attribution_value);
     }
 
-    pub(crate) fn set_worker_id(&self, id: Option<&str>) {
+    pub(crate) fn set_worker_id(&self, id: Option<String>) {
         *self
             .worker_id
             .write()

@@ -1,0 +1,206 @@
+//! A scripted HTTP stub of the Prefect API for client tests: it records every request and
+//! answers each `METHOD path` from a queue of replies (the last reply repeats). Unscripted
+//! routes get FastAPI's 404; `GET /api/csrf-token` defaults to the 422 of a server without
+//! CSRF protection, as a default Prefect server answers.
+
+// Each test binary uses a different subset of the helpers; panicking on a broken stub is
+// the right failure in test code; helpers take values by value to keep test call sites short.
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::needless_pass_by_value
+)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use prefect_worker_core::client::{ClientOptions, PrefectClient};
+
+/// One request the stub received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// One scripted answer.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(status: u16, body: serde_json::Value) -> Self {
+        Self {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.to_string(),
+        }
+    }
+
+    pub fn text(status: u16, body: &str) -> Self {
+        Self {
+            status,
+            headers: vec![],
+            body: body.to_owned(),
+        }
+    }
+
+    pub fn empty(status: u16) -> Self {
+        Self::text(status, "")
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    script: HashMap<String, Vec<Reply>>,
+    recorded: Vec<Recorded>,
+}
+
+/// The running stub.
+#[derive(Clone)]
+pub struct Stub {
+    pub addr: SocketAddr,
+    inner: Arc<Mutex<Inner>>,
+    shutdown: Arc<tokio::sync::Notify>,
+}
+
+impl Stub {
+    /// Starts a stub on `127.0.0.1:0`.
+    pub async fn start() -> Self {
+        let inner = Arc::new(Mutex::new(Inner::default()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new().fallback(handle).with_state(inner.clone());
+        let shutdown = Arc::new(tokio::sync::Notify::new());
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.notified().await })
+                .await
+                .unwrap();
+        });
+        Self {
+            addr,
+            inner,
+            shutdown,
+        }
+    }
+
+    /// Stops accepting connections (the port is closed once this returns and existing
+    /// connections finish).
+    pub fn stop(&self) {
+        self.shutdown.notify_one();
+    }
+
+    /// The API URL of this stub.
+    pub fn api_url(&self) -> String {
+        format!("http://{}/api", self.addr)
+    }
+
+    /// Options pointing here, with millisecond retry delays and no jitter so tests are
+    /// fast and deterministic.
+    pub fn options(&self) -> ClientOptions {
+        ClientOptions::new(self.api_url())
+            .with_retry_base_delay(Duration::from_millis(1))
+            .with_retry_jitter_factor(0.0)
+    }
+
+    pub fn client(&self) -> PrefectClient {
+        PrefectClient::new(self.options()).unwrap()
+    }
+
+    /// Scripts `METHOD /api/path`: replies in order, the last one repeating.
+    pub fn on(&self, method: &str, path: &str, replies: Vec<Reply>) {
+        self.inner
+            .lock()
+            .unwrap()
+            .script
+            .insert(format!("{method} {path}"), replies);
+    }
+
+    /// Every request received so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.inner.lock().unwrap().recorded.clone()
+    }
+
+    /// The requests to `METHOD path`.
+    pub fn requests_to(&self, method: &str, path: &str) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method == method && r.path == path)
+            .collect()
+    }
+}
+
+async fn handle(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().to_owned();
+    let key = format!("{method} {path}");
+    let reply = {
+        let mut st = inner.lock().unwrap();
+        st.recorded.push(Recorded {
+            method: method.to_string(),
+            path: path.clone(),
+            query: uri.query().map(str::to_owned),
+            headers,
+            body,
+        });
+        match st.script.get_mut(&key) {
+            Some(q) if q.len() > 1 => Some(q.remove(0)),
+            Some(q) => q.first().cloned(),
+            None => None,
+        }
+    };
+    let reply = reply.unwrap_or_else(|| {
+        if key == "GET /api/csrf-token" {
+            Reply::json(
+                422,
+                serde_json::json!({"detail": "CSRF protection is disabled."}),
+            )
+        } else {
+            Reply::json(404, serde_json::json!({"detail": "Not Found"}))
+        }
+    });
+    let mut resp = (StatusCode::from_u16(reply.status).unwrap(), reply.body).into_response();
+    for (k, v) in reply.headers {
+        resp.headers_mut().insert(
+            axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            axum::http::HeaderValue::from_str(&v).unwrap(),
+        );
+    }
+    resp
+}
