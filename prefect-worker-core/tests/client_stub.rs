@@ -878,3 +878,30 @@ async fn clones_share_the_worker_name() {
         Some("w1")
     );
 }
+
+#[tokio::test]
+async fn server_version_and_api_url() {
+    let stub = Stub::start().await;
+    stub.on(
+        "GET",
+        "/api/admin/version",
+        vec![Reply::json(200, json!("3.9.1"))],
+    );
+    let c = stub.client();
+    assert_eq!(c.read_server_version().await.unwrap(), "3.9.1");
+    assert_eq!(c.api_url().as_str(), stub.api_url());
+}
+
+#[test]
+fn invalid_configuration_is_rejected_at_construction() {
+    for options in [
+        ClientOptions::default(),
+        ClientOptions::new("not a url"),
+        ClientOptions::new("ftp://host/api"),
+        ClientOptions::new("http://host/api").with_ssl_cert_file("/nonexistent/ca.pem"),
+        ClientOptions::new("http://host/api").with_custom_header("Bad Header", "x"),
+    ] {
+        let err = PrefectClient::new(options).unwrap_err();
+        assert!(matches!(err, ClientError::Config(_)), "{err:?}");
+    }
+}

@@ -207,6 +207,13 @@ impl PrefectClient {
         data_of(&self.call(req).await?)
     }
 
+    /// `GET /admin/version` → the server's Prefect version (checked before the events
+    /// websockets connect, API_CALLS #2).
+    pub async fn read_server_version(&self) -> Result<String, ClientError> {
+        self.fetch(ApiRequest::new(Method::GET, ["admin", "version"]))
+            .await
+    }
+
     /// `POST /logs/` (201).
     pub async fn create_logs(&self, logs: &[LogCreate]) -> Result<(), ClientError> {
         self.call(ApiRequest::new(Method::POST, ["logs", ""]).json(&logs)?)

@@ -58,6 +58,12 @@ impl PrefectClient {
         self.inner.set_worker_id(id);
     }
 
+    /// The API URL requests are made against (for deriving the websocket URLs).
+    #[must_use]
+    pub fn api_url(&self) -> &url::Url {
+        self.inner.base_url()
+    }
+
     /// When the latest `Prefect-Maintenance` back-off ends (for the health check, §2.8).
     #[must_use]
     pub fn maintenance_until(&self) -> Option<Instant> {

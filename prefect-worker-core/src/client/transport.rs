@@ -201,6 +201,10 @@ impl Transport {
             .unwrap_or_else(PoisonError::into_inner) = id.and_then(attribution_value);
     }
 
+    pub(crate) fn base_url(&self) -> &Url {
+        &self.base
+    }
+
     /// Sends `req` and returns its 2xx answer, or the endpoint-mapped error.
     pub(crate) async fn execute(&self, req: &ApiRequest) -> Result<RawResponse, ClientError> {
         let use_csrf = req.is_change();
