@@ -12,6 +12,20 @@ use serde_json::Value;
 
 use crate::client::models::{Deployment, Flow, FlowRun, JsonMap, WorkPool};
 
+pub mod base;
+pub mod fields;
+pub mod lookups;
+pub mod merge;
+pub mod pipeline;
+pub mod settings_env;
+pub mod shlex;
+
+pub use base::{BaseJobConfiguration, DEFAULT_COMMAND, EnvMap, LabelSources};
+pub use lookups::MemoryLookups;
+pub use merge::merge_job_variables;
+pub use pipeline::{render_job_configuration, resolve_for_flow_run};
+pub use settings_env::settings_environment;
+
 /// The worker process's view of its environment (env vars over the active profile), in the
 /// order they should be considered. Only `PREFECT_*` core settings from it reach jobs
 /// (see `settings_env_order.tsv`), and `{{ $NAME }}` placeholders read it.
@@ -29,7 +43,10 @@ pub struct Versions {
 impl Default for Versions {
     /// Prefect 3.9.1 on Python 3.11, the versions this worker is wire-compatible with.
     fn default() -> Self {
-        Self { prefect_version: crate::PREFECT_VERSION.to_owned(), python_version: "3.11".to_owned() }
+        Self {
+            prefect_version: crate::PREFECT_VERSION.to_owned(),
+            python_version: "3.11".to_owned(),
+        }
     }
 }
 
