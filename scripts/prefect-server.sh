@@ -81,12 +81,12 @@ pg_bindir() {
             return 0
         fi
     fi
-    for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+    while IFS= read -r d; do
         if [[ -x "${d}/initdb" && -x "${d}/pg_ctl" ]]; then
             printf '%s\n' "${d}"
             return 0
         fi
-    done
+    done < <(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V -r)
     if command -v initdb >/dev/null 2>&1 && command -v pg_ctl >/dev/null 2>&1; then
         dirname "$(command -v initdb)"
         return 0
