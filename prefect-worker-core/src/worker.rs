@@ -103,9 +103,13 @@ pub trait Worker: Send + Sync + 'static {
 
     /// Infrastructure this worker started before it was restarted and that has not finished:
     /// `(flow run id, identifier)` pairs. The runner resumes waiting on the ones whose flow
-    /// runs are not final (see [`Worker::resume`]), so a restart loses nothing. The default
-    /// finds none.
-    async fn running_infrastructure(&self) -> Result<Vec<(uuid::Uuid, String)>, RunError> {
+    /// runs are not final (see [`Worker::resume`]), so a restart loses nothing. `work_pool`
+    /// tells where to look (e.g. its default namespace). The default finds none.
+    async fn running_infrastructure(
+        &self,
+        work_pool: &crate::client::models::WorkPool,
+    ) -> Result<Vec<(uuid::Uuid, String)>, RunError> {
+        let _ = work_pool;
         Ok(Vec::new())
     }
 

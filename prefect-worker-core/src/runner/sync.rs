@@ -88,7 +88,11 @@ impl<W: Worker> Inner<W> {
     /// Resumes waiting on infrastructure a previous worker process started (same worker
     /// identity) whose flow runs are not final, so a restart loses nothing.
     pub(super) async fn adopt(self: &Arc<Self>) {
-        let found = match self.worker.running_infrastructure().await {
+        let Some(pool) = self.work_pool() else {
+            tracing::debug!("work pool unknown yet; adoption skipped");
+            return;
+        };
+        let found = match self.worker.running_infrastructure(&pool).await {
             Ok(f) => f,
             Err(e) => {
                 tracing::warn!(error = %e, "could not list infrastructure left by an earlier worker; none adopted");

@@ -1,0 +1,367 @@
+//! One shared watch per (cluster, namespace) that decides every run's outcome.
+//!
+//! For each namespace the worker has Jobs in, the tracker runs exactly two watches (Jobs
+//! and Pods), filtered on the server by a label selector (`prefect.io/flow-run-id` and this
+//! worker's `prefect.io/worker-name`), built on `kube::runtime::watcher` (relist on 410,
+//! back-off, bookmarks). It keeps the latest version of every matching object and forwards
+//! changes to the run waiting on that Job through a channel: N runs, still two watches.
+//! Watches start with the first run in a namespace and stay up while the worker lives.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Client, Resource};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// A change to a tracked Job or one of its pods.
+#[derive(Debug, Clone)]
+pub enum Observation {
+    Job(Arc<Job>),
+    JobDeleted(Arc<Job>),
+    Pod(Arc<Pod>),
+    PodDeleted(String),
+}
+
+/// The label every Job pod carries naming its Job.
+const JOB_NAME_LABEL: &str = "job-name";
+
+/// Pure index of one namespace: latest objects and who waits on which Job.
+#[derive(Debug, Default)]
+struct NamespaceIndex {
+    jobs: HashMap<String, Arc<Job>>,
+    pods: HashMap<String, Arc<Pod>>,
+    subscribers: HashMap<String, mpsc::UnboundedSender<Observation>>,
+    /// Names seen during a relist, to find what vanished while the watch was down.
+    relist_jobs: Option<HashSet<String>>,
+    relist_pods: Option<HashSet<String>>,
+}
+
+impl NamespaceIndex {
+    fn notify(&mut self, job_name: &str, obs: Observation) {
+        if let Some(tx) = self.subscribers.get(job_name) {
+            if tx.send(obs).is_err() {
+                self.subscribers.remove(job_name);
+            }
+        }
+    }
+
+    fn apply_job(&mut self, job: Job, relisting: bool) {
+        let Some(name) = job.metadata.name.clone() else { return };
+        if relisting {
+            if let Some(s) = self.relist_jobs.as_mut() {
+                s.insert(name.clone());
+            }
+        }
+        let job = Arc::new(strip_job(job));
+        self.jobs.insert(name.clone(), job.clone());
+        self.notify(&name, Observation::Job(job));
+    }
+
+    fn delete_job(&mut self, name: &str) {
+        if let Some(job) = self.jobs.remove(name) {
+            self.notify(name, Observation::JobDeleted(job));
+        }
+    }
+
+    fn apply_pod(&mut self, pod: Pod, relisting: bool) {
+        let Some(name) = pod.metadata.name.clone() else { return };
+        if relisting {
+            if let Some(s) = self.relist_pods.as_mut() {
+                s.insert(name.clone());
+            }
+        }
+        let job = pod_job_name(&pod);
+        let pod = Arc::new(strip_pod(pod));
+        self.pods.insert(name, pod.clone());
+        if let Some(job) = job {
+            self.notify(&job, Observation::Pod(pod));
+        }
+    }
+
+    fn delete_pod(&mut self, name: &str) {
+        if let Some(pod) = self.pods.remove(name) {
+            if let Some(job) = pod_job_name(&pod) {
+                self.notify(&job, Observation::PodDeleted(name.to_owned()));
+            }
+        }
+    }
+
+    fn finish_job_relist(&mut self) {
+        if let Some(seen) = self.relist_jobs.take() {
+            let gone: Vec<String> = self.jobs.keys().filter(|k| !seen.contains(*k)).cloned().collect();
+            for name in gone {
+                self.delete_job(&name);
+            }
+        }
+    }
+
+    fn finish_pod_relist(&mut self) {
+        if let Some(seen) = self.relist_pods.take() {
+            let gone: Vec<String> = self.pods.keys().filter(|k| !seen.contains(*k)).cloned().collect();
+            for name in gone {
+                self.delete_pod(&name);
+            }
+        }
+    }
+
+    /// Subscribes to `job`, replaying what is already known about it.
+    fn subscribe(&mut self, job: &str) -> mpsc::UnboundedReceiver<Observation> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        if let Some(j) = self.jobs.get(job) {
+            let _ = tx.send(Observation::Job(j.clone()));
+        }
+        for p in self.pods.values().filter(|p| pod_job_name(p).as_deref() == Some(job)) {
+            let _ = tx.send(Observation::Pod(p.clone()));
+        }
+        self.subscribers.insert(job.to_owned(), tx);
+        rx
+    }
+}
+
+fn pod_job_name(pod: &Pod) -> Option<String> {
+    let labels = pod.metadata.labels.as_ref()?;
+    labels.get(JOB_NAME_LABEL).or_else(|| labels.get("batch.kubernetes.io/job-name")).cloned()
+}
+
+/// Managed fields are large and useless here; dropping them keeps 1,000 tracked runs small.
+fn strip_job(mut job: Job) -> Job {
+    job.metadata.managed_fields = None;
+    job.spec = job.spec.map(|mut s| {
+        // The pod template (env, manifests) is not needed to judge the outcome.
+        s.template = Default::default();
+        s
+    });
+    job
+}
+
+fn strip_pod(mut pod: Pod) -> Pod {
+    pod.metadata.managed_fields = None;
+    pod.spec = None;
+    pod
+}
+
+/// Identifies one namespace of one cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WatchKey {
+    /// Which cluster ("" for the worker's default one; else a digest of `cluster_config`).
+    pub cluster: String,
+    pub namespace: String,
+}
+
+#[derive(Debug)]
+struct Watched {
+    index: Arc<Mutex<NamespaceIndex>>,
+}
+
+/// The shared tracker. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Tracker {
+    selector: String,
+    namespaces: Arc<Mutex<HashMap<WatchKey, Watched>>>,
+    stop: CancellationToken,
+}
+
+/// Waiting on one Job. Dropping it unsubscribes.
+#[derive(Debug)]
+pub struct Subscription {
+    pub observations: mpsc::UnboundedReceiver<Observation>,
+    index: Arc<Mutex<NamespaceIndex>>,
+    job: String,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if let Ok(mut idx) = self.index.lock() {
+            idx.subscribers.remove(&self.job);
+        }
+    }
+}
+
+fn lock(index: &Mutex<NamespaceIndex>) -> std::sync::MutexGuard<'_, NamespaceIndex> {
+    // Every mutation is a single map operation; a panic elsewhere cannot leave it half-done.
+    index.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Tracker {
+    /// A tracker whose watches select `label_selector`.
+    #[must_use]
+    pub fn new(label_selector: String) -> Self {
+        Self { selector: label_selector, namespaces: Arc::default(), stop: CancellationToken::new() }
+    }
+
+    /// The label selector the watches use.
+    #[must_use]
+    pub fn selector(&self) -> &str {
+        &self.selector
+    }
+
+    /// How many namespaces are watched (each with two watches).
+    #[must_use]
+    pub fn watched_namespaces(&self) -> usize {
+        self.namespaces.lock().map_or(0, |n| n.len())
+    }
+
+    /// Subscribes to the Job `job` in `key`'s namespace, starting that namespace's watches
+    /// with `client` when it is the first.
+    pub fn subscribe(&self, key: &WatchKey, client: &Client, job: &str) -> Subscription {
+        let index = {
+            let mut namespaces = self.namespaces.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            namespaces
+                .entry(key.clone())
+                .or_insert_with(|| {
+                    let index = Arc::new(Mutex::new(NamespaceIndex::default()));
+                    self.start_watches(key, client.clone(), index.clone());
+                    Watched { index }
+                })
+                .index
+                .clone()
+        };
+        let observations = lock(&index).subscribe(job);
+        Subscription { observations, index, job: job.to_owned() }
+    }
+
+    fn start_watches(&self, key: &WatchKey, client: Client, index: Arc<Mutex<NamespaceIndex>>) {
+        let config = watcher::Config::default().labels(&self.selector);
+        let jobs: Api<Job> = Api::namespaced(client.clone(), &key.namespace);
+        let pods: Api<Pod> = Api::namespaced(client, &key.namespace);
+        tracing::info!(namespace = %key.namespace, selector = %self.selector, "watching Jobs and Pods");
+        tokio::spawn(run_watch(jobs, config.clone(), index.clone(), self.stop.clone(), JobSide));
+        tokio::spawn(run_watch(pods, config, index, self.stop.clone(), PodSide));
+    }
+
+    /// Stops every watch.
+    pub fn shutdown(&self) {
+        self.stop.cancel();
+    }
+}
+
+/// How one kind of object updates the index.
+trait Side<K>: Send + 'static {
+    fn apply(&self, idx: &mut NamespaceIndex, obj: K, relisting: bool);
+    fn delete(&self, idx: &mut NamespaceIndex, obj: &K);
+    fn start_relist(&self, idx: &mut NamespaceIndex);
+    fn finish_relist(&self, idx: &mut NamespaceIndex);
+}
+
+struct JobSide;
+struct PodSide;
+
+impl Side<Job> for JobSide {
+    fn apply(&self, idx: &mut NamespaceIndex, obj: Job, relisting: bool) {
+        idx.apply_job(obj, relisting);
+    }
+    fn delete(&self, idx: &mut NamespaceIndex, obj: &Job) {
+        if let Some(n) = obj.metadata.name.as_deref() {
+            idx.delete_job(n);
+        }
+    }
+    fn start_relist(&self, idx: &mut NamespaceIndex) {
+        idx.relist_jobs = Some(HashSet::new());
+    }
+    fn finish_relist(&self, idx: &mut NamespaceIndex) {
+        idx.finish_job_relist();
+    }
+}
+
+impl Side<Pod> for PodSide {
+    fn apply(&self, idx: &mut NamespaceIndex, obj: Pod, relisting: bool) {
+        idx.apply_pod(obj, relisting);
+    }
+    fn delete(&self, idx: &mut NamespaceIndex, obj: &Pod) {
+        if let Some(n) = obj.metadata.name.as_deref() {
+            idx.delete_pod(n);
+        }
+    }
+    fn start_relist(&self, idx: &mut NamespaceIndex) {
+        idx.relist_pods = Some(HashSet::new());
+    }
+    fn finish_relist(&self, idx: &mut NamespaceIndex) {
+        idx.finish_pod_relist();
+    }
+}
+
+async fn run_watch<K, S>(api: Api<K>, config: watcher::Config, index: Arc<Mutex<NamespaceIndex>>, stop: CancellationToken, side: S)
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+    S: Side<K>,
+{
+    let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+    let mut relisting = false;
+    loop {
+        let next = tokio::select! {
+            n = stream.next() => n,
+            () = stop.cancelled() => return,
+        };
+        let Some(event) = next else { return };
+        let event = match event {
+            Ok(e) => e,
+            Err(e) => {
+                // The back-off wrapper retries; the index keeps its last known state.
+                tracing::warn!(error = %e, "watch error; retrying");
+                continue;
+            }
+        };
+        let mut idx = lock(&index);
+        match event {
+            Event::Init => {
+                relisting = true;
+                side.start_relist(&mut idx);
+            }
+            Event::InitApply(obj) => side.apply(&mut idx, obj, relisting),
+            Event::InitDone => {
+                relisting = false;
+                side.finish_relist(&mut idx);
+            }
+            Event::Apply(obj) => side.apply(&mut idx, obj, false),
+            Event::Delete(obj) => side.delete(&mut idx, &obj),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn job(name: &str) -> Job {
+        serde_json::from_value(json!({"metadata": {"name": name, "uid": "u"}, "spec": {"template": {"spec": {"containers": [{"name": "c"}]}}}})).unwrap()
+    }
+
+    fn pod(name: &str, job: &str) -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": {"job-name": job}}})).unwrap()
+    }
+
+    #[test]
+    fn subscribers_get_replay_then_changes_and_relist_deletions() {
+        let mut idx = NamespaceIndex::default();
+        idx.apply_job(job("a"), false);
+        idx.apply_pod(pod("a-1", "a"), false);
+        idx.apply_pod(pod("b-1", "b"), false);
+        let mut rx = idx.subscribe("a");
+        assert!(matches!(rx.try_recv(), Ok(Observation::Job(_))));
+        assert!(matches!(rx.try_recv(), Ok(Observation::Pod(p)) if p.metadata.name.as_deref() == Some("a-1")));
+        assert!(rx.try_recv().is_err(), "pods of other jobs are not replayed");
+        // A relist that no longer has job a nor its pod.
+        idx.relist_jobs = Some(HashSet::new());
+        idx.relist_pods = Some(HashSet::new());
+        idx.apply_pod(pod("b-1", "b"), true);
+        idx.finish_pod_relist();
+        idx.finish_job_relist();
+        assert!(matches!(rx.try_recv(), Ok(Observation::PodDeleted(n)) if n == "a-1"));
+        assert!(matches!(rx.try_recv(), Ok(Observation::JobDeleted(_))));
+        assert!(idx.jobs.is_empty());
+    }
+
+    #[test]
+    fn stripping_drops_heavy_fields() {
+        let j = strip_job(job("a"));
+        assert!(j.spec.unwrap().template.spec.is_none());
+    }
+}

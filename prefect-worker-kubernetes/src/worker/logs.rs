@@ -1,0 +1,151 @@
+//! Pod logs: the tail of a crashed run's container forwarded to its flow-run logs (spec §6.2
+//! step 5), and `stream_output` (the live log on the worker's stdout).
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures::{AsyncBufReadExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Pod;
+use kube::Client;
+use kube::api::{Api, LogParams};
+use prefect_worker_core::runner::{FlowRunLogger, Level};
+use tokio::sync::watch;
+
+use crate::run_watch::PRIMARY_CONTAINER;
+
+/// Where `stream_output` lines go: `(flow run name, line)`. Defaults to the process's stdout.
+pub type OutputSink = Arc<dyn Fn(&str, &str) + Send + Sync>;
+
+/// The default sink: `<flow run name> | <line>` on stdout.
+#[must_use]
+pub fn stdout_sink() -> OutputSink {
+    Arc::new(|run, line| {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        // A closed stdout must not take the worker down.
+        let _ = writeln!(out, "{run} | {line}");
+    })
+}
+
+/// Sends the last `tail_lines` lines of the primary container of the newest failed pod to
+/// the flow run's logs: the previous container instance first (it is the one that crashed
+/// when Kubernetes restarted it), then the current one.
+pub async fn forward_crash_logs(client: &Client, namespace: &str, pods: &[&Pod], tail_lines: i64, logger: &FlowRunLogger) {
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let observer = logger.named("prefect.flow_runs.observer");
+    for pod in pods.iter().filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Succeeded")) {
+        let Some(name) = pod.metadata.name.as_deref() else { continue };
+        let mut any = false;
+        for previous in [true, false] {
+            let params = LogParams {
+                container: Some(PRIMARY_CONTAINER.to_owned()),
+                previous,
+                tail_lines: Some(tail_lines),
+                ..LogParams::default()
+            };
+            let Ok(text) = api.logs(name, &params).await else { continue };
+            let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+            if lines.is_empty() {
+                continue;
+            }
+            any = true;
+            observer.log(Level::Error, format!("Container logs from container '{PRIMARY_CONTAINER}' in pod '{name}':"));
+            for line in lines {
+                observer.log(Level::Error, line);
+            }
+        }
+        if any {
+            // The newest pod with output explains the crash; older attempts are noise.
+            return;
+        }
+    }
+}
+
+/// Follows the primary container's log of whichever pod `pods` names, writing each line to
+/// `sink`. Survives stream breaks (resumes after the last line seen, by timestamp) and new
+/// pods (retries). Returns when `pods` is closed. A broken stream never affects the run.
+pub async fn stream_output(client: Client, namespace: String, run_name: String, mut pods: watch::Receiver<Option<String>>, sink: OutputSink) {
+    let api: Api<Pod> = Api::namespaced(client, &namespace);
+    let mut last: Option<(String, DateTime<Utc>)> = None;
+    loop {
+        let current = pods.borrow_and_update().clone();
+        let Some(pod) = current else {
+            if pods.changed().await.is_err() {
+                return;
+            }
+            continue;
+        };
+        let since = last.as_ref().filter(|(p, _)| *p == pod).map(|(_, t)| *t);
+        let params = LogParams {
+            container: Some(PRIMARY_CONTAINER.to_owned()),
+            follow: true,
+            timestamps: true,
+            since_time: since,
+            ..LogParams::default()
+        };
+        match api.log_stream(&pod, &params).await {
+            Ok(stream) => {
+                let mut lines = stream.lines();
+                loop {
+                    let next = tokio::select! {
+                        l = lines.try_next() => l,
+                        changed = pods.changed() => {
+                            if changed.is_err() { return; }
+                            if pods.borrow().as_deref() != Some(pod.as_str()) { break; }
+                            continue;
+                        }
+                    };
+                    match next {
+                        Ok(Some(raw)) => {
+                            let (ts, text) = split_timestamp(&raw);
+                            if let (Some(ts), Some((_, seen))) = (ts, since.map(|s| (pod.clone(), s))) {
+                                if ts <= seen {
+                                    continue;
+                                }
+                            }
+                            if let Some(ts) = ts {
+                                last = Some((pod.clone(), ts));
+                            }
+                            sink(&run_name, text);
+                        }
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, pod = %pod, "log stream not available yet"),
+        }
+        // The stream ended: the container ended, or the connection broke. Wait for a change
+        // (a new pod) or a short pause before resuming.
+        tokio::select! {
+            changed = pods.changed() => if changed.is_err() { return; },
+            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Splits `2026-01-01T00:00:00.123456789Z text` into its timestamp and text.
+fn split_timestamp(line: &str) -> (Option<DateTime<Utc>>, &str) {
+    match line.split_once(' ') {
+        Some((ts, rest)) => match DateTime::parse_from_rfc3339(ts) {
+            Ok(t) => (Some(t.with_timezone(&Utc)), rest),
+            Err(_) => (None, line),
+        },
+        None => match DateTime::parse_from_rfc3339(line) {
+            Ok(t) => (Some(t.with_timezone(&Utc)), ""),
+            Err(_) => (None, line),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_split_off() {
+        let (ts, text) = split_timestamp("2026-01-01T00:00:00.5Z hello world");
+        assert!(ts.is_some());
+        assert_eq!(text, "hello world");
+        assert_eq!(split_timestamp("no timestamp here"), (None, "no timestamp here"));
+    }
+}

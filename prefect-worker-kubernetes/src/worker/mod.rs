@@ -1,0 +1,295 @@
+//! `KubernetesWorker`: the core `Worker` trait on Kubernetes Jobs.
+
+mod create;
+mod logs;
+mod secrets;
+pub mod settings;
+mod wait;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::{Api, DeleteParams, ListParams, PropagationPolicy};
+use prefect_worker_core::client::models::{FlowRun, WorkPool};
+use prefect_worker_core::runner::RunContext;
+use prefect_worker_core::worker::{KillError, RunError, Worker, WorkerResult};
+use serde_json::Value;
+
+pub use logs::{OutputSink, stdout_sink};
+pub use settings::KubernetesSettings;
+
+use crate::clients::{ClientCache, cluster_key};
+use crate::configuration::KubernetesWorkerJobConfiguration;
+use crate::run_watch::Limits;
+use crate::tracker::{Tracker, WatchKey};
+use wait::JobRef;
+
+/// Options of a [`KubernetesWorker`].
+#[derive(Clone)]
+pub struct KubernetesWorkerOptions {
+    /// The worker's name; its slug selects this worker's Jobs in shared namespaces.
+    pub worker_name: String,
+    /// Secret handling, Job-creation retries, pending timeout, crash-log forwarding.
+    pub settings: KubernetesSettings,
+    /// Kubernetes clients (default: in-cluster, else kubeconfig).
+    pub clients: ClientCache,
+    /// Where `stream_output` lines go (default: stdout).
+    pub output: OutputSink,
+}
+
+impl std::fmt::Debug for KubernetesWorkerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubernetesWorkerOptions").field("worker_name", &self.worker_name).field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+impl KubernetesWorkerOptions {
+    /// Options for a worker named `worker_name`, with prefect-kubernetes' default settings.
+    #[must_use]
+    pub fn new(worker_name: impl Into<String>) -> Self {
+        Self { worker_name: worker_name.into(), settings: KubernetesSettings::default(), clients: ClientCache::default(), output: stdout_sink() }
+    }
+
+    /// Sets the settings.
+    #[must_use]
+    pub fn with_settings(mut self, settings: KubernetesSettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// Sets the client cache (e.g. one with a fixed default cluster).
+    #[must_use]
+    pub fn with_clients(mut self, clients: ClientCache) -> Self {
+        self.clients = clients;
+        self
+    }
+
+    /// Sets where `stream_output` lines go.
+    #[must_use]
+    pub fn with_output(mut self, output: OutputSink) -> Self {
+        self.output = output;
+        self
+    }
+}
+
+/// A Prefect worker that runs flow runs as Kubernetes Jobs and waits for them to finish.
+#[derive(Debug)]
+pub struct KubernetesWorker {
+    worker_name: String,
+    settings: KubernetesSettings,
+    clients: ClientCache,
+    tracker: Tracker,
+    output: OutputSink,
+    /// API-key Secrets this worker upserted: (client, namespace, name), deleted at teardown.
+    created_secrets: Mutex<Vec<(kube::Client, String, String)>>,
+}
+
+impl std::fmt::Debug for dyn Fn(&str, &str) + Send + Sync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<output sink>")
+    }
+}
+
+impl KubernetesWorker {
+    /// A worker with `options`. Watches start with the first run in each namespace.
+    #[must_use]
+    pub fn new(options: KubernetesWorkerOptions) -> Self {
+        let selector = label_selector(&options.worker_name);
+        Self {
+            worker_name: options.worker_name,
+            settings: options.settings,
+            clients: options.clients,
+            tracker: Tracker::new(selector),
+            output: options.output,
+            created_secrets: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The shared tracker (how many namespaces are watched, for metrics and tests).
+    #[must_use]
+    pub fn tracker(&self) -> &Tracker {
+        &self.tracker
+    }
+
+    fn limits(&self, configuration: &KubernetesWorkerJobConfiguration) -> Limits {
+        let secs = |s: i64| u64::try_from(s).ok().map(Duration::from_secs);
+        Limits {
+            pod_start: secs(configuration.pod_watch_timeout_seconds),
+            job_run: configuration.job_watch_timeout_seconds.and_then(secs),
+            pending: self.settings.pending_timeout,
+        }
+    }
+
+    async fn client_for(&self, configuration: &KubernetesWorkerJobConfiguration) -> Result<kube::Client, crate::clients::ClientConfigError> {
+        self.clients.client(configuration.cluster_config.as_ref()).await
+    }
+}
+
+/// The server-side selector for this worker's Jobs and pods: Prefect's run label plus the
+/// worker's own name label, so several workers can share a namespace.
+#[must_use]
+pub fn label_selector(worker_name: &str) -> String {
+    format!("prefect.io/flow-run-id,prefect.io/worker-name={}", prefect_worker_core::slug::slug_label_value(worker_name))
+}
+
+/// Splits `namespace:job-name`.
+fn parse_pid(pid: &str) -> Result<(&str, &str), String> {
+    let parts: Vec<&str> = pid.split(':').collect();
+    match parts[..] {
+        [ns, name] if !ns.is_empty() && !name.is_empty() => Ok((ns, name)),
+        _ => Err(format!("Invalid infrastructure_pid format: '{pid}'. Expected format: 'namespace:job_name'")),
+    }
+}
+
+#[async_trait]
+impl Worker for KubernetesWorker {
+    type Configuration = KubernetesWorkerJobConfiguration;
+
+    fn worker_type(&self) -> &'static str {
+        "kubernetes"
+    }
+
+    fn default_base_job_template(&self) -> Value {
+        crate::configuration::default_base_job_template()
+    }
+
+    async fn run(&self, flow_run: &FlowRun, configuration: KubernetesWorkerJobConfiguration, mut ctx: RunContext) -> Result<WorkerResult, RunError> {
+        let client = self.client_for(&configuration).await.map_err(|e| RunError::new("InfrastructureError", e.to_string()))?;
+        let namespace = configuration.namespace.clone();
+        let mut manifest = configuration.job_manifest.clone();
+        ctx.logger().info("Creating Kubernetes job...");
+        let plan = secrets::apply_before_create(&client, &self.settings, &self.worker_name, &flow_run.id.to_string(), &namespace, &mut manifest)
+            .await
+            .map_err(|e| RunError::new("InfrastructureError", e.to_string()))?;
+        for w in &plan.warnings {
+            ctx.logger().warning(w.clone());
+        }
+        if let Some((ns, name)) = &plan.api_key_secret {
+            if let Ok(mut created) = self.created_secrets.lock() {
+                if !created.iter().any(|(_, n, s)| n == ns && s == name) {
+                    created.push((client.clone(), ns.clone(), name.clone()));
+                }
+            }
+        }
+        let job = match create::create_job(&client, &self.settings, &namespace, &manifest).await {
+            Ok(j) => j,
+            Err(e) => {
+                if let Some((ns, name)) = &plan.env_secret {
+                    if let Err(de) = secrets::delete_secret(&client, ns, name).await {
+                        ctx.logger().warning(format!("Could not delete env Secret '{name}' after the Job failed: {de}"));
+                    }
+                }
+                return Err(RunError::new("InfrastructureError", e.message));
+            }
+        };
+        let job_ns = job.metadata.namespace.clone().unwrap_or_else(|| namespace.clone());
+        let job_name = job.metadata.name.clone().unwrap_or_default();
+        if let Some((ns, name)) = &plan.env_secret {
+            if let Err(e) = secrets::adopt_env_secret(&client, ns, name, &job).await {
+                ctx.logger().warning(format!("Could not make Secret '{name}' owned by Job '{job_name}'; it will outlive the Job: {e}"));
+            }
+        }
+        ctx.logger().info(format!("Kubernetes job '{job_name}' created in namespace '{job_ns}'"));
+        ctx.started(format!("{job_ns}:{job_name}"));
+        let key = WatchKey { cluster: cluster_key(configuration.cluster_config.as_ref()), namespace: job_ns };
+        let job_ref = JobRef { client: &client, key, name: job_name, stream_output: configuration.stream_output, limits: self.limits(&configuration) };
+        Ok(self.wait_for_job(flow_run, job_ref, &ctx).await)
+    }
+
+    async fn kill_infrastructure(&self, infrastructure_pid: &str, configuration: &KubernetesWorkerJobConfiguration, grace: Duration) -> Result<(), KillError> {
+        let (namespace, name) = parse_pid(infrastructure_pid).map_err(KillError::Other)?;
+        let client = self.client_for(configuration).await.map_err(|e| KillError::NotAvailable(e.to_string()))?;
+        let jobs: Api<Job> = Api::namespaced(client, namespace);
+        let params = DeleteParams {
+            grace_period_seconds: Some(u32::try_from(grace.as_secs()).unwrap_or(u32::MAX)),
+            propagation_policy: Some(PropagationPolicy::Foreground),
+            ..DeleteParams::default()
+        };
+        match jobs.delete(name, &params).await {
+            Ok(_) => {
+                tracing::info!(namespace, job = name, "Deleted Kubernetes job '{name}' in namespace '{namespace}'");
+                Ok(())
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 => Err(KillError::NotFound(format!("Kubernetes job '{name}' not found in namespace '{namespace}'"))),
+            Err(kube::Error::Api(e)) if e.code >= 500 || e.code == 429 => Err(KillError::NotAvailable(e.to_string())),
+            Err(kube::Error::Api(e)) => Err(KillError::Other(e.to_string())),
+            Err(e) => Err(KillError::NotAvailable(e.to_string())),
+        }
+    }
+
+    async fn running_infrastructure(&self, work_pool: &WorkPool) -> Result<Vec<(uuid::Uuid, String)>, RunError> {
+        let client = self.clients.client(None).await.map_err(|e| RunError::new("InfrastructureError", e.to_string()))?;
+        let mut namespaces = vec![pool_namespace(work_pool)];
+        for n in &self.settings.adopt_namespaces {
+            if !namespaces.contains(n) {
+                namespaces.push(n.clone());
+            }
+        }
+        let mut found = Vec::new();
+        for ns in namespaces {
+            let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+            let list = jobs
+                .list(&ListParams::default().labels(self.tracker.selector()))
+                .await
+                .map_err(|e| RunError::new("InfrastructureError", format!("cannot list Jobs in namespace '{ns}': {e}")))?;
+            for job in list.items {
+                let labels = job.metadata.labels.as_ref();
+                let Some(id) = labels.and_then(|l| l.get("prefect.io/flow-run-id")).and_then(|v| uuid::Uuid::parse_str(v).ok()) else { continue };
+                let Some(name) = job.metadata.name.as_deref() else { continue };
+                found.push((id, format!("{ns}:{name}")));
+            }
+        }
+        Ok(found)
+    }
+
+    async fn resume(&self, flow_run: &FlowRun, identifier: &str, configuration: KubernetesWorkerJobConfiguration, ctx: RunContext) -> Result<WorkerResult, RunError> {
+        let (namespace, name) = parse_pid(identifier).map_err(|e| RunError::new("ValueError", e))?;
+        let client = self.client_for(&configuration).await.map_err(|e| RunError::new("InfrastructureError", e.to_string()))?;
+        let key = WatchKey { cluster: cluster_key(configuration.cluster_config.as_ref()), namespace: namespace.to_owned() };
+        let job_ref = JobRef { client: &client, key, name: name.to_owned(), stream_output: configuration.stream_output, limits: self.limits(&configuration) };
+        Ok(self.wait_for_job(flow_run, job_ref, &ctx).await)
+    }
+
+    async fn teardown(&self) {
+        let created = self.created_secrets.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default();
+        for (client, ns, name) in created {
+            match secrets::delete_secret(&client, &ns, &name).await {
+                Ok(()) => tracing::info!(namespace = %ns, secret = %name, "deleted API key secret"),
+                Err(e) => tracing::warn!(namespace = %ns, secret = %name, error = %e, "could not delete API key secret"),
+            }
+        }
+        self.tracker.shutdown();
+    }
+}
+
+/// The namespace new Jobs of `pool` go to by default: the `namespace` variable's default.
+fn pool_namespace(pool: &WorkPool) -> String {
+    pool.base_job_template
+        .get("variables")
+        .and_then(|v| v.get("properties"))
+        .and_then(|p| p.get("namespace"))
+        .and_then(|n| n.get("default"))
+        .and_then(Value::as_str)
+        .unwrap_or("default")
+        .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pids_parse_strictly() {
+        assert_eq!(parse_pid("ns:job").unwrap(), ("ns", "job"));
+        for bad in ["nojob", "a:b:c", ":x", "x:"] {
+            assert!(parse_pid(bad).unwrap_err().contains("Expected format: 'namespace:job_name'"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn selector_includes_worker_identity() {
+        assert_eq!(label_selector("My Worker"), "prefect.io/flow-run-id,prefect.io/worker-name=My-Worker");
+    }
+}

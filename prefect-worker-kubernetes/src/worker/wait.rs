@@ -1,0 +1,203 @@
+//! Waiting for one Job to finish: feeds the shared tracker's observations to the run's
+//! [`RunWatch`] and carries out what it decides (log, propose `InfrastructurePending`,
+//! delete the Job, forward crash logs, report the outcome).
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Event;
+use kube::Client;
+use kube::api::{Api, DeleteParams, ListParams, PropagationPolicy};
+use prefect_worker_core::client::models::{FlowRun, StateCreate, StateType};
+use prefect_worker_core::runner::{Level, RunContext};
+use prefect_worker_core::worker::WorkerResult;
+use tokio::sync::watch;
+
+use super::KubernetesWorker;
+use super::logs::{forward_crash_logs, stream_output};
+use crate::diagnosis::DiagnosisLevel;
+use crate::run_watch::{Action, Limits, Outcome, RunWatch};
+use crate::tracker::{Observation, WatchKey};
+
+/// While a Job has no pod, its events are read this often to find FailedCreate.
+const EVENTS_EVERY: Duration = Duration::from_secs(3);
+
+/// One Job being waited on.
+#[derive(Debug)]
+pub(super) struct JobRef<'a> {
+    pub client: &'a Client,
+    pub key: WatchKey,
+    pub name: String,
+    pub stream_output: bool,
+    pub limits: Limits,
+}
+
+impl KubernetesWorker {
+    pub(super) async fn wait_for_job(&self, flow_run: &FlowRun, job: JobRef<'_>, ctx: &RunContext) -> WorkerResult {
+        let identifier = format!("{}:{}", job.key.namespace, job.name);
+        let mut subscription = self.tracker.subscribe(&job.key, job.client, &job.name);
+        let mut state = RunWatch::new(job.limits, Instant::now());
+        let (pod_tx, pod_rx) = watch::channel(None::<String>);
+        let streamer = job.stream_output.then(|| {
+            tokio::spawn(stream_output(
+                job.client.clone(),
+                job.key.namespace.clone(),
+                flow_run.name.clone(),
+                pod_rx,
+                self.output.clone(),
+            ))
+        });
+        let mut events_tick = tokio::time::interval(EVENTS_EVERY);
+        events_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let outcome = loop {
+            let deadline = state.next_deadline();
+            let actions = tokio::select! {
+                obs = subscription.observations.recv() => match obs {
+                    Some(Observation::Job(j)) => state.on_job(Job::clone(&j), Instant::now()),
+                    Some(Observation::JobDeleted(_)) => state.on_job_deleted(),
+                    Some(Observation::Pod(p)) => {
+                        let name = p.metadata.name.clone();
+                        let actions = state.on_pod(k8s_openapi::api::core::v1::Pod::clone(&p), Instant::now());
+                        if state.has_started() || pod_tx.borrow().is_none() {
+                            pod_tx.send_replace(name);
+                        }
+                        actions
+                    }
+                    Some(Observation::PodDeleted(name)) => { state.on_pod_deleted(&name); Vec::new() }
+                    // The tracker is shutting down (worker teardown): stop waiting quietly.
+                    None => return WorkerResult { identifier, status_code: 0, detail: None },
+                },
+                () = sleep_until(deadline) => state.on_tick(Instant::now()),
+                _ = events_tick.tick(), if !state.has_pods() && state.job_uid().is_some() => {
+                    match job_events(job.client, &job.key.namespace, &job.name, state.job_uid()).await {
+                        Ok(events) => state.on_job_events(&events, Instant::now()),
+                        Err(e) => { tracing::debug!(error = %e, "cannot read job events"); Vec::new() }
+                    }
+                }
+            };
+            if let Some(outcome) = self.act(flow_run, &job, ctx, &mut state, actions).await {
+                break outcome;
+            }
+        };
+        drop(pod_tx);
+        if let Some(s) = streamer {
+            // Let the stream drain the last lines the container wrote.
+            let _ = tokio::time::timeout(Duration::from_secs(2), s).await;
+        }
+        WorkerResult { identifier, status_code: outcome.status_code, detail: outcome.detail }
+    }
+
+    /// Carries out `actions`; returns the outcome once the run is decided.
+    async fn act(&self, flow_run: &FlowRun, job: &JobRef<'_>, ctx: &RunContext, state: &mut RunWatch, actions: Vec<Action>) -> Option<Outcome> {
+        let mut queue: std::collections::VecDeque<Action> = actions.into();
+        while let Some(action) = queue.pop_front() {
+            match action {
+                Action::Log(d) => {
+                    let level = match d.level {
+                        DiagnosisLevel::Error => Level::Error,
+                        DiagnosisLevel::Warning => Level::Warning,
+                    };
+                    ctx.logger().named("prefect.flow_runs.observer").log(level, d.message());
+                }
+                Action::ProposeInfrastructurePending => self.propose_infrastructure_pending(flow_run, ctx).await,
+                Action::Finish(o) => {
+                    if o.status_code != 0 {
+                        self.forward_logs(job, state, ctx).await;
+                    }
+                    return Some(o);
+                }
+                Action::DeleteJobAndFinish(o) => {
+                    self.forward_logs(job, state, ctx).await;
+                    let jobs: Api<Job> = Api::namespaced(job.client.clone(), &job.key.namespace);
+                    let params = DeleteParams { propagation_policy: Some(PropagationPolicy::Foreground), grace_period_seconds: Some(0), ..DeleteParams::default() };
+                    match jobs.delete(&job.name, &params).await {
+                        Ok(_) => ctx.logger().info(format!("Deleted Kubernetes job '{}' in namespace '{}'", job.name, job.key.namespace)),
+                        Err(kube::Error::Api(e)) if e.code == 404 => {}
+                        Err(e) => ctx.logger().warning(format!("Could not delete Kubernetes job '{}': {e}", job.name)),
+                    }
+                    return Some(o);
+                }
+                Action::CheckJobDeleted => {
+                    if self.replacement_exists(job, state.job_uid(), flow_run).await {
+                        // Someone (a rescheduled run) has a newer Job for this flow run; ours
+                        // ending is not a crash.
+                        return Some(Outcome { status_code: 0, detail: None });
+                    }
+                    self.forward_logs(job, state, ctx).await;
+                    queue.push_back(state.job_deleted_confirmed());
+                }
+            }
+        }
+        None
+    }
+
+    async fn forward_logs(&self, job: &JobRef<'_>, state: &RunWatch, ctx: &RunContext) {
+        if self.settings.forward_crashed_run_logs {
+            let pods = state.pods_newest_first();
+            forward_crash_logs(job.client, &job.key.namespace, &pods, self.settings.crashed_run_log_tail_lines, ctx.logger()).await;
+        }
+    }
+
+    /// Whether another Job of the same flow run (different uid) is active or succeeded.
+    async fn replacement_exists(&self, job: &JobRef<'_>, uid: Option<&str>, flow_run: &FlowRun) -> bool {
+        let jobs: Api<Job> = Api::namespaced(job.client.clone(), &job.key.namespace);
+        let selector = format!("prefect.io/flow-run-id={}", flow_run.id);
+        match jobs.list(&ListParams::default().labels(&selector)).await {
+            Ok(list) => list.items.iter().any(|j| {
+                let other = match (j.metadata.uid.as_deref(), uid) {
+                    (Some(a), Some(b)) => a != b,
+                    _ => j.metadata.name.as_deref() != Some(job.name.as_str()),
+                };
+                let status = j.status.as_ref();
+                let live = status.is_some_and(|s| s.succeeded.unwrap_or(0) > 0 || s.active.unwrap_or(0) > 0);
+                other && live
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look for a replacement job");
+                false
+            }
+        }
+    }
+
+    /// While the pod is Pending, show it in Prefect as `InfrastructurePending` (spec §6.1),
+    /// unless the run has moved on.
+    async fn propose_infrastructure_pending(&self, flow_run: &FlowRun, ctx: &RunContext) {
+        let client = ctx.client();
+        let current = match client.read_flow_run(flow_run.id).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read flow run before proposing InfrastructurePending");
+                return;
+            }
+        };
+        let Some(s) = current.state.as_ref() else { return };
+        if s.state_type != StateType::Pending || s.name.as_deref() == Some("InfrastructurePending") {
+            return;
+        }
+        let state = StateCreate::infrastructure_pending("Kubernetes pod is pending.");
+        let proposal = client.set_flow_run_state(flow_run.id, &state, false);
+        match tokio::time::timeout(Duration::from_secs(5), proposal).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "InfrastructurePending proposal failed"),
+            Err(_) => tracing::debug!("InfrastructurePending proposal timed out"),
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The events about a Job (FailedCreate and friends), newest last.
+async fn job_events(client: &Client, namespace: &str, job: &str, uid: Option<&str>) -> Result<Vec<Event>, kube::Error> {
+    let api: Api<Event> = Api::namespaced(client.clone(), namespace);
+    let list = api.list(&ListParams::default().fields(&format!("involvedObject.name={job}"))).await?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|e| e.involved_object.name.as_deref() == Some(job) && (uid.is_none() || e.involved_object.uid.as_deref() == uid))
+        .collect())
+}
