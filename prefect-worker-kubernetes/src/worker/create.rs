@@ -2,8 +2,6 @@
 //! holds (nulls included), with retries on errors that can pass, and hints on those that
 //! cannot.
 
-use std::time::Duration;
-
 use k8s_openapi::api::batch::v1::Job;
 use kube::Client;
 use kube::api::PostParams;
@@ -96,9 +94,6 @@ pub async fn create_job(
         }
     }
 }
-
-/// Grace used when the worker itself deletes a Job it gave up on.
-pub const GIVE_UP_GRACE: Duration = Duration::from_secs(0);
 
 #[cfg(test)]
 mod tests {

@@ -80,7 +80,7 @@ pub async fn stream_output(client: Client, namespace: String, run_name: String, 
             container: Some(PRIMARY_CONTAINER.to_owned()),
             follow: true,
             timestamps: true,
-            since_time: since,
+            since_time: since.and_then(|t| t.timestamp_nanos_opt()).and_then(|n| k8s_openapi::jiff::Timestamp::from_nanosecond(i128::from(n)).ok()),
             ..LogParams::default()
         };
         match api.log_stream(&pod, &params).await {

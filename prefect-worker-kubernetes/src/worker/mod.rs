@@ -6,7 +6,7 @@ mod secrets;
 pub mod settings;
 mod wait;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -75,7 +75,6 @@ impl KubernetesWorkerOptions {
 }
 
 /// A Prefect worker that runs flow runs as Kubernetes Jobs and waits for them to finish.
-#[derive(Debug)]
 pub struct KubernetesWorker {
     worker_name: String,
     settings: KubernetesSettings,
@@ -86,9 +85,13 @@ pub struct KubernetesWorker {
     created_secrets: Mutex<Vec<(kube::Client, String, String)>>,
 }
 
-impl std::fmt::Debug for dyn Fn(&str, &str) + Send + Sync {
+impl std::fmt::Debug for KubernetesWorker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<output sink>")
+        f.debug_struct("KubernetesWorker")
+            .field("worker_name", &self.worker_name)
+            .field("settings", &self.settings)
+            .field("tracker", &self.tracker)
+            .finish_non_exhaustive()
     }
 }
 
@@ -123,7 +126,7 @@ impl KubernetesWorker {
     }
 
     async fn client_for(&self, configuration: &KubernetesWorkerJobConfiguration) -> Result<kube::Client, crate::clients::ClientConfigError> {
-        self.clients.client(configuration.cluster_config.as_ref()).await
+        self.clients.client(cluster_value(configuration).as_ref()).await
     }
 }
 
@@ -193,7 +196,7 @@ impl Worker for KubernetesWorker {
         }
         ctx.logger().info(format!("Kubernetes job '{job_name}' created in namespace '{job_ns}'"));
         ctx.started(format!("{job_ns}:{job_name}"));
-        let key = WatchKey { cluster: cluster_key(configuration.cluster_config.as_ref()), namespace: job_ns };
+        let key = WatchKey { cluster: cluster_key(cluster_value(&configuration).as_ref()), namespace: job_ns };
         let job_ref = JobRef { client: &client, key, name: job_name, stream_output: configuration.stream_output, limits: self.limits(&configuration) };
         Ok(self.wait_for_job(flow_run, job_ref, &ctx).await)
     }
@@ -247,7 +250,7 @@ impl Worker for KubernetesWorker {
     async fn resume(&self, flow_run: &FlowRun, identifier: &str, configuration: KubernetesWorkerJobConfiguration, ctx: RunContext) -> Result<WorkerResult, RunError> {
         let (namespace, name) = parse_pid(identifier).map_err(|e| RunError::new("ValueError", e))?;
         let client = self.client_for(&configuration).await.map_err(|e| RunError::new("InfrastructureError", e.to_string()))?;
-        let key = WatchKey { cluster: cluster_key(configuration.cluster_config.as_ref()), namespace: namespace.to_owned() };
+        let key = WatchKey { cluster: cluster_key(cluster_value(&configuration).as_ref()), namespace: namespace.to_owned() };
         let job_ref = JobRef { client: &client, key, name: name.to_owned(), stream_output: configuration.stream_output, limits: self.limits(&configuration) };
         Ok(self.wait_for_job(flow_run, job_ref, &ctx).await)
     }
@@ -262,6 +265,11 @@ impl Worker for KubernetesWorker {
         }
         self.tracker.shutdown();
     }
+}
+
+/// The run's `cluster_config` block as the client cache keys and reads it.
+fn cluster_value(configuration: &KubernetesWorkerJobConfiguration) -> Option<Value> {
+    configuration.cluster_config.as_ref().map(|c| serde_json::json!({"config": c.config, "context_name": c.context_name}))
 }
 
 /// The namespace new Jobs of `pool` go to by default: the `namespace` variable's default.

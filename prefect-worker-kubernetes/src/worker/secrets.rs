@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use base64::Engine;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -233,11 +232,6 @@ pub async fn delete_secret(client: &Client, namespace: &str, name: &str) -> Resu
     }
 }
 
-/// Base64 as Kubernetes' `data` wants it (used by tests to check the stored key).
-#[must_use]
-pub fn b64(s: &str) -> String {
-    base64::engine::general_purpose::STANDARD.encode(s)
-}
 
 #[cfg(test)]
 mod tests {

@@ -23,7 +23,6 @@ use crate::tracker::{Observation, WatchKey};
 const EVENTS_EVERY: Duration = Duration::from_secs(3);
 
 /// One Job being waited on.
-#[derive(Debug)]
 pub(super) struct JobRef<'a> {
     pub client: &'a Client,
     pub key: WatchKey,
