@@ -21,6 +21,8 @@ pub mod settings_env;
 pub mod shlex;
 
 pub use base::{BaseJobConfiguration, DEFAULT_COMMAND, EnvMap, LabelSources};
+/// Re-exported so worker crates can name the ordered maps used here without a direct dependency.
+pub use indexmap::IndexMap;
 pub use lookups::MemoryLookups;
 pub use merge::merge_job_variables;
 pub use pipeline::{render_job_configuration, resolve_for_flow_run};
