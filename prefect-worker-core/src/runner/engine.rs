@@ -9,9 +9,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use super::{HealthState, LogShipper, RunContext, RunnerOptions};
+use super::{HealthState, LogShipper, RunnerOptions};
 
-use crate::client::models::{FlowRun, WorkPool};
+use crate::client::models::WorkPool;
 use crate::client::{ClientError, PrefectClient};
 use crate::worker::Worker;
 
@@ -34,34 +34,33 @@ pub enum RunnerError {
 
 /// A flow run this runner has claimed and not yet finished with.
 #[derive(Debug)]
-struct Tracked<C> {
-    flow_run: FlowRun,
+pub(super) struct Tracked<C> {
     /// Set once the configuration is built (needed to kill the infrastructure).
-    configuration: Option<C>,
+    pub(super) configuration: Option<C>,
     /// Set once the worker reported the infrastructure as started.
-    infrastructure_pid: Option<String>,
+    pub(super) infrastructure_pid: Option<String>,
     /// Set while the runner is cancelling the run, so its end is not reported as a crash.
-    cancelling: bool,
+    pub(super) cancelling: bool,
 }
 
 /// State shared by the loops and the per-run tasks.
-struct Inner<W: Worker> {
-    worker: Arc<W>,
-    client: PrefectClient,
-    options: RunnerOptions,
-    work_pool: RwLock<Option<WorkPool>>,
-    health: Arc<HealthState>,
+pub(super) struct Inner<W: Worker> {
+    pub(super) worker: Arc<W>,
+    pub(super) client: PrefectClient,
+    pub(super) options: RunnerOptions,
+    pub(super) work_pool: RwLock<Option<WorkPool>>,
+    pub(super) health: Arc<HealthState>,
     /// `--limit`: held from claim until the run's infrastructure has finished.
-    limiter: Option<Arc<Semaphore>>,
+    pub(super) limiter: Option<Arc<Semaphore>>,
     /// Bounds submissions (claim → infrastructure created) in progress.
-    submissions: Arc<Semaphore>,
+    pub(super) submissions: Arc<Semaphore>,
     /// How many submissions are in progress; shutdown waits for it to reach 0.
-    submitting: watch::Sender<usize>,
-    tracked: Mutex<HashMap<Uuid, Tracked<W::Configuration>>>,
-    logs: LogShipper,
+    pub(super) submitting: watch::Sender<usize>,
+    pub(super) tracked: Mutex<HashMap<Uuid, Tracked<W::Configuration>>>,
+    pub(super) logs: LogShipper,
     /// Tells run tasks to stop waiting on their infrastructure (shutdown).
-    stop_runs: CancellationToken,
-    runs: TaskTracker,
+    pub(super) stop_runs: CancellationToken,
+    pub(super) runs: TaskTracker,
 }
 
 impl<W: Worker> std::fmt::Debug for Inner<W> {
@@ -194,35 +193,35 @@ impl<W: Worker> Runner<W> {
 }
 
 impl<W: Worker> Inner<W> {
-    fn is_fatal_setup_error(&self, e: &ClientError) -> bool {
+    pub(super) fn is_fatal_setup_error(&self, e: &ClientError) -> bool {
         matches!(e, ClientError::Unauthorized(_) | ClientError::Forbidden(_))
     }
 
-    fn fatal_setup_error(&self, e: ClientError) -> RunnerError {
+    pub(super) fn fatal_setup_error(&self, e: ClientError) -> RunnerError {
         match e {
             ClientError::Unauthorized(_) => RunnerError::Unauthorized(e),
             other => RunnerError::WorkPool { pool: self.options.work_pool_name.clone(), source: other },
         }
     }
 
-    fn work_pool(&self) -> Option<WorkPool> {
+    pub(super) fn work_pool(&self) -> Option<WorkPool> {
         self.work_pool.read().ok().and_then(|p| p.clone())
     }
 
-    fn lock_tracked(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Tracked<W::Configuration>>> {
+    pub(super) fn lock_tracked(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Tracked<W::Configuration>>> {
         // A panic while holding this lock cannot leave the map inconsistent (single inserts
         // and removes), so a poisoned lock is still usable.
         self.tracked.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    async fn wait_for_submissions(&self) {
+    pub(super) async fn wait_for_submissions(&self) {
         let mut rx = self.submitting.subscribe();
         let _ = rx.wait_for(|n| *n == 0).await;
     }
 
     /// Sleeps `interval` with ±30 % jitter (Python's clamped-Poisson spread), or returns
     /// `false` early when `stop` is cancelled.
-    async fn pause(interval: Duration, stop: &CancellationToken) -> bool {
+    pub(super) async fn pause(interval: Duration, stop: &CancellationToken) -> bool {
         let factor = 0.7 + rand::random::<f64>() * 0.6;
         tokio::select! {
             () = tokio::time::sleep(interval.mul_f64(factor)) => true,
@@ -232,7 +231,7 @@ impl<W: Worker> Inner<W> {
 
     /// The next sleep after `failures` failures in a row: doubling, capped, so an outage is
     /// ridden out without hammering the API and recovery is noticed within a minute.
-    fn backoff(interval: Duration, failures: u32) -> Duration {
+    pub(super) fn backoff(interval: Duration, failures: u32) -> Duration {
         let cap = Duration::from_secs(60).max(interval);
         interval.saturating_mul(1u32 << failures.min(6)).min(cap)
     }

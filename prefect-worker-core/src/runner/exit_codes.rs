@@ -54,9 +54,15 @@ pub fn explain(code: i64) -> ExitInfo {
 }
 
 /// `Flow run infrastructure exited with non-zero status code <N>. <explanation>`, plus the
-/// worker's own diagnosis when it has one.
+/// worker's own diagnosis when it has one. Code `-1` means the infrastructure has no exit
+/// code (a deleted Job, a pod that never started): the diagnosis alone is the message.
 #[must_use]
 pub fn crashed_message(code: i64, detail: Option<&str>) -> String {
+    if code == -1 {
+        if let Some(d) = detail.filter(|d| !d.is_empty()) {
+            return d.to_owned();
+        }
+    }
     let mut msg = format!("Flow run infrastructure exited with non-zero status code {code}. {}", explain(code).explanation);
     if let Some(d) = detail.filter(|d| !d.is_empty()) {
         msg.push(' ');
@@ -77,5 +83,7 @@ mod tests {
         );
         assert!(crashed_message(137, Some("Pod was OOMKilled.")).ends_with("condition. Pod was OOMKilled."));
         assert_eq!(explain(3).explanation, "Process exited with an unexpected status code.");
+        assert_eq!(crashed_message(-1, Some("Kubernetes job was deleted")), "Kubernetes job was deleted");
+        assert!(crashed_message(-1, None).contains("status code -1"));
     }
 }

@@ -13,28 +13,19 @@
 //! retry forever. Only a credential rejected at startup, or a pool the server refuses to
 //! create, stops it (there is nothing useful a worker can do then).
 
-// The engine and its parts are switched off while the REST client and job configuration
-// they call are being finished in parallel (WIP gate, removed once they land).
-#[cfg(any())]
 mod cancel;
 mod context;
-#[cfg(any())]
 mod engine;
 pub mod exit_codes;
 pub mod flow_run_logs;
 pub mod health;
 mod options;
-#[cfg(any())]
 mod poll;
-#[cfg(any())]
 mod propose;
-#[cfg(any())]
 mod submit;
-#[cfg(any())]
 mod sync;
 
 pub use context::RunContext;
-#[cfg(any())]
 pub use engine::{Runner, RunnerError};
 pub use flow_run_logs::{FlowRunLogger, Level, LogShipper};
 pub use health::HealthState;

@@ -52,7 +52,7 @@ impl<W: Worker> Inner<W> {
             };
             self.lock_tracked().insert(
                 flow_run.id,
-                Tracked { flow_run: flow_run.clone(), configuration: None, infrastructure_pid: None, cancelling: false },
+                Tracked { configuration: None, infrastructure_pid: None, cancelling: false },
             );
             self.submitting.send_modify(|n| *n += 1);
             let logger = self.logs.logger(flow_run.id);

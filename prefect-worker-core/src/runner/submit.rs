@@ -7,9 +7,10 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::propose::{PendingOutcome, force_cancelled, propose, propose_crashed, propose_pending};
-use super::engine::{Inner, RunContext, exit_codes};
+use super::engine::Inner;
+use super::{RunContext, exit_codes};
 use crate::client::ClientError;
-use crate::client::models::{Deployment, FlowRun, StateCreate};
+use crate::client::models::{Deployment, FlowRun, StateCreate, StateType};
 use crate::job_config::{ConfigurationError, PrepareContext, resolve_for_flow_run};
 use crate::runner::flow_run_logs::FlowRunLogger;
 use crate::worker::{RunError, Worker, WorkerResult};
@@ -226,6 +227,27 @@ impl<W: Worker> Inner<W> {
             self.untrack(flow_run.id);
             return;
         }
+        // A run that has moved on (finished, rescheduled by SIGTERM, paused, being cancelled)
+        // is not ours to crash: its infrastructure ending is expected.
+        let failed = !matches!(&result, Ok(r) if r.status_code == 0);
+        if failed && started {
+            match self.client.read_flow_run(flow_run.id).await {
+                Ok(current) => {
+                    if let Some(t) = current.state_type() {
+                        if t.is_final() || matches!(t, StateType::Scheduled | StateType::Paused | StateType::Cancelling) {
+                            tracing::info!(flow_run_id = %flow_run.id, state = %t, "infrastructure ended; the flow run is already {t}");
+                            self.untrack(flow_run.id);
+                            return;
+                        }
+                    }
+                }
+                Err(ClientError::NotFound(_)) => {
+                    self.untrack(flow_run.id);
+                    return;
+                }
+                Err(e) => tracing::debug!(error = %e, "cannot read the flow run before reporting its end"),
+            }
+        }
         match result {
             Ok(r) if r.status_code == 0 => {
                 tracing::info!(flow_run_id = %flow_run.id, identifier = %r.identifier, "infrastructure finished");
@@ -233,7 +255,9 @@ impl<W: Worker> Inner<W> {
             Ok(r) => {
                 let message = exit_codes::crashed_message(r.status_code, r.detail.as_deref());
                 propose_crashed(&self.client, flow_run, &message, logger).await;
-                logger.info(exit_codes::explain(r.status_code).resolution);
+                if r.status_code != -1 {
+                    logger.info(exit_codes::explain(r.status_code).resolution);
+                }
             }
             Err(e) if !started => {
                 logger.error(format!("Failed to submit flow run '{}' to infrastructure.", flow_run.name));

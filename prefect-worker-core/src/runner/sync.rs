@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::engine::{Inner, RunContext, Tracked};
+use super::RunContext;
+use super::engine::{Inner, Tracked};
 use crate::client::ClientError;
 use crate::client::models::WorkPoolCreate;
 use crate::worker::Worker;
@@ -125,7 +126,6 @@ impl<W: Worker> Inner<W> {
             self.lock_tracked().insert(
                 flow_run.id,
                 Tracked {
-                    flow_run: flow_run.clone(),
                     configuration: Some(configuration.clone()),
                     infrastructure_pid: Some(pid.clone()),
                     cancelling: false,
