@@ -16,7 +16,7 @@ fn cases() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
+        .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .collect();
     files.sort();
@@ -110,4 +110,69 @@ fn golden_cases() {
         files.len(),
         failures.join("\n")
     );
+}
+
+/// The README's second kind of error (pydantic/runtime failures): the message must name
+/// the field. Each starts from a passing golden input and breaks one thing.
+#[test]
+fn invalid_inputs_fail_naming_the_field() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden/default-template-no-job-variables.json");
+    let case: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let cases: [(&str, Value, Value, &str); 7] = [
+        (
+            "null namespace",
+            serde_json::json!({"namespace": null}),
+            serde_json::json!({}),
+            "namespace",
+        ),
+        (
+            "non-string label",
+            serde_json::json!({"labels": {"a": 5}}),
+            serde_json::json!({}),
+            "labels.a",
+        ),
+        (
+            "list command",
+            serde_json::json!({"command": ["a", "b"]}),
+            serde_json::json!({}),
+            "command",
+        ),
+        (
+            "null env",
+            serde_json::json!({"env": null}),
+            serde_json::json!({}),
+            "env",
+        ),
+        (
+            "null run env",
+            serde_json::json!({"env": {"A": "1"}}),
+            serde_json::json!({"env": null}),
+            "env",
+        ),
+        (
+            "unterminated quote",
+            serde_json::json!({"command": "echo 'x"}),
+            serde_json::json!({}),
+            "No closing quotation",
+        ),
+        (
+            "args object",
+            serde_json::json!({"command": {"a": 1}}),
+            serde_json::json!({}),
+            "command",
+        ),
+    ];
+    for (what, dep_vars, run_vars, needle) in cases {
+        let mut input = case["input"].clone();
+        input["deployment"]["job_variables"] = dep_vars;
+        input["flow_run"]["job_variables"] = run_vars;
+        match preview_from_golden_input(&input) {
+            Ok(got) => panic!("{what}: expected an error, got {got}"),
+            Err(e) => assert!(
+                e.to_string().contains(needle),
+                "{what}: {e} does not mention {needle:?}"
+            ),
+        }
+    }
 }

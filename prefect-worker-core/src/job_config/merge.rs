@@ -188,7 +188,10 @@ mod tests {
     use serde_json::json;
 
     fn obj(v: Value) -> JsonMap {
-        v.as_object().unwrap().clone()
+        match v {
+            Value::Object(m) => m,
+            other => panic!("not an object: {other}"),
+        }
     }
 
     #[test]

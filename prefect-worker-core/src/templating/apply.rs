@@ -108,6 +108,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    // Takes owned `json!` literals so the cases read as data.
+    #[allow(clippy::needless_pass_by_value)]
     fn render(t: Value, v: Value) -> Option<Value> {
         let env: indexmap::IndexMap<String, String> = [("HOME".to_owned(), "/root".to_owned())]
             .into_iter()

@@ -244,3 +244,90 @@ async fn read_variable(
     cache.insert(name, value.clone());
     Ok(value)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job_config::MemoryLookups;
+    use serde_json::json;
+
+    fn lookups() -> MemoryLookups {
+        let mut l = MemoryLookups::with_variables([
+            ("ns".to_owned(), json!("analytics")),
+            ("sel".to_owned(), json!({"disk": "ssd"})),
+            ("n".to_owned(), json!(7)),
+            ("nothing".to_owned(), json!(null)),
+        ]);
+        l.blocks_by_id.insert(
+            "b1".to_owned(),
+            json!({"config": {"a": 1}, "context_name": "ctx"}),
+        );
+        l.blocks_by_name.insert(
+            ("secret".to_owned(), "token".to_owned()),
+            json!({"value": "s3cr3t"}),
+        );
+        l.blocks_by_name.insert(
+            ("json".to_owned(), "cfg".to_owned()),
+            json!({"value": {"url": "http://x", "list": [1, 2]}}),
+        );
+        l
+    }
+
+    fn vars(t: Value) -> Result<Value, ConfigurationError> {
+        futures::executor::block_on(resolve_variables(t, &lookups()))
+    }
+
+    fn blocks(t: Value) -> Result<Value, ConfigurationError> {
+        futures::executor::block_on(resolve_block_document_references(t, &lookups()))
+    }
+
+    #[test]
+    fn variables_full_and_partial() {
+        let t = json!({
+            "a": "{{ prefect.variables.ns }}",
+            "b": "{{ prefect.variables.sel }}",
+            "c": "x-{{ prefect.variables.n }}-{{ prefect.variables.missing }}-{{ prefect.variables.nothing }}",
+            "d": "{{ prefect.variables.missing }}",
+            "e": ["{{ prefect.variables.n }}"],
+            "f": "{{ prefect.variables.nothing }}",
+            "g": "{{ other }}"
+        });
+        assert_eq!(
+            vars(t).unwrap(),
+            json!({"a": "analytics", "b": {"disk": "ssd"}, "c": "x-7--None", "d": "", "e": [7], "f": null, "g": "{{ other }}"})
+        );
+    }
+
+    #[test]
+    fn block_references_and_placeholders() {
+        assert_eq!(
+            blocks(json!({"cluster_config": {"$ref": {"block_document_id": "b1"}}})).unwrap(),
+            json!({"cluster_config": {"config": {"a": 1}, "context_name": "ctx"}})
+        );
+        assert_eq!(
+            blocks(json!("{{ prefect.blocks.secret.token }}")).unwrap(),
+            json!("s3cr3t")
+        );
+        assert_eq!(
+            blocks(json!("Bearer {{ prefect.blocks.secret.token }}")).unwrap(),
+            json!("Bearer s3cr3t")
+        );
+        assert_eq!(
+            blocks(json!("{{ prefect.blocks.json.cfg.url }}")).unwrap(),
+            json!("http://x")
+        );
+        assert_eq!(
+            blocks(json!("{{ prefect.blocks.json.cfg.value.list[1] }}")).unwrap(),
+            json!(2)
+        );
+        assert!(blocks(json!("x {{ prefect.blocks.json.cfg }}")).is_err());
+        assert!(blocks(json!("{{ prefect.blocks.json.cfg.nope }}")).is_err());
+        assert!(blocks(json!("{{ prefect.blocks.only }}")).is_err());
+        assert!(matches!(
+            blocks(json!({"$ref": {"block_document_id": "gone"}})),
+            Err(ConfigurationError::Lookup(
+                crate::job_config::LookupError::NotFound(_)
+            ))
+        ));
+    }
+}

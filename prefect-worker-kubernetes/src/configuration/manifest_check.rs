@@ -232,6 +232,8 @@ impl Diff {
 mod tests {
     use super::*;
 
+    // Takes owned `json!` values so the cases read as data.
+    #[allow(clippy::needless_pass_by_value)]
     fn check(v: Value) -> Result<(), String> {
         check_job_manifest(&v)
     }
