@@ -227,6 +227,7 @@ impl std::error::Error for ApiError {}
 pub struct PrefectApi {
     base: String,
     http: reqwest::Client,
+    retries: u32,
 }
 
 impl PrefectApi {
@@ -243,7 +244,19 @@ impl PrefectApi {
             .pool_max_idle_per_host(0)
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
-        Self { base, http }
+        Self {
+            base,
+            http,
+            retries: 8,
+        }
+    }
+
+    /// The same client with at most `retries` retries of 429/502/503 in
+    /// [`PrefectApi::call`] (0: every such answer is an error at once).
+    #[must_use]
+    pub fn with_retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
     }
 
     /// The API URL this client talks to.
@@ -283,8 +296,25 @@ impl PrefectApi {
     }
 
     /// Request that fails (with an [`ApiError`] inside) on a non-2xx status.
+    ///
+    /// Like Prefect's own client, it retries 503 (Prefect's answer to
+    /// "database is locked" on SQLite, which two concurrent writers already
+    /// provoke), 502 and 429, with exponential backoff and jitter, up to
+    /// `retries` times (default 8, about 10 s in all); see
+    /// [`PrefectApi::with_retries`].
     pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value> {
-        let (status, value) = self.request(method.clone(), path, body).await?;
+        let mut attempt = 0;
+        let (status, value) = loop {
+            let (status, value) = self.request(method.clone(), path, body).await?;
+            let retryable = matches!(status.as_u16(), 429 | 502 | 503);
+            if !retryable || attempt >= self.retries {
+                break (status, value);
+            }
+            attempt += 1;
+            let base = 50u64 << attempt.min(6);
+            let jitter = u64::try_from(Uuid::new_v4().as_u128() % 100).unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(base.min(2000) + jitter)).await;
+        };
         if !status.is_success() {
             return Err(ApiError {
                 request: format!("{method} {path}"),

@@ -57,7 +57,9 @@ async fn pool_flow_deployment_run_round_trip() -> anyhow::Result<()> {
     assert_eq!(d["work_pool_name"], pool.as_str());
     assert_eq!(d["work_queue_name"], "default");
     assert_eq!(d["job_variables"]["image"], "example/flow:1");
-    assert_eq!(d["concurrency_limit"], 2);
+    // Prefect 3.9.1 answers `concurrency_limit: null` and keeps the limit in a
+    // global concurrency limit named `deployment:<id>`.
+    assert_eq!(d["global_concurrency_limit"]["limit"], 2);
     assert_eq!(d["concurrency_options"]["collision_strategy"], "CANCEL_NEW");
     assert_eq!(d["entrypoint"], "flows/hello.py:hello");
 
@@ -84,7 +86,9 @@ async fn pool_flow_deployment_run_round_trip() -> anyhow::Result<()> {
         .parse()?;
     assert!((scheduled - at).num_seconds().abs() < 1);
 
-    // Force a state change and see it in the history.
+    // Force state changes and see them in the history.
+    let result = api.set_flow_run_state(id, "RUNNING", None, true).await?;
+    assert_eq!(result["status"], "ACCEPT");
     let result = api.set_flow_run_state(id, "CANCELLING", None, true).await?;
     assert_eq!(result["status"], "ACCEPT");
     let run = api
@@ -92,7 +96,23 @@ async fn pool_flow_deployment_run_round_trip() -> anyhow::Result<()> {
         .await?;
     assert_eq!(run["state"]["name"], "Cancelling");
     let types = api.read_flow_run_state_types(id).await?;
-    assert_eq!(types, ["SCHEDULED", "CANCELLING"]);
+    assert_eq!(types, ["SCHEDULED", "RUNNING", "CANCELLING"]);
+
+    // Prefect 3.9.1: CANCELLING a still-Scheduled deployment run is rejected
+    // and the run goes straight to CANCELLED ("no infrastructure to terminate").
+    let other = id_of(
+        &api.create_flow_run_from_deployment(dep, &FlowRunSpec::default())
+            .await?,
+    )?;
+    let result = api
+        .set_flow_run_state(other, "CANCELLING", None, true)
+        .await?;
+    assert_eq!(result["status"], "REJECT");
+    assert_eq!(result["state"]["type"], "CANCELLED");
+    assert_eq!(
+        state_type(&api.read_flow_run(other).await?),
+        Some("CANCELLED")
+    );
     assert!(api.read_flow_run_logs(id).await?.is_empty());
 
     // A wait that cannot succeed fails at its deadline, naming what it saw.
@@ -152,5 +172,23 @@ async fn ad_hoc_run_logs_variables_and_blocks() -> anyhow::Result<()> {
     let read = api.read_block_document(id_of(&block)?).await?;
     assert_eq!(read["data"]["context_name"], "sim");
     assert_eq!(read["block_type"]["slug"], "kubernetes-cluster-config");
+    Ok(())
+}
+
+/// SQLite answers 503 to concurrent writers (SQLITE_BUSY); the helper's
+/// retries, like Prefect's client's, absorb that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_succeed_with_retries() -> anyhow::Result<()> {
+    let api = PrefectServer::shared(Backend::Sqlite).api();
+    let flow = api.create_flow("busy").await?;
+    let tasks: Vec<_> = (0..30)
+        .map(|_| {
+            let api = api.clone();
+            tokio::spawn(async move { api.create_flow_run(flow, &FlowRunSpec::default()).await })
+        })
+        .collect();
+    for t in tasks {
+        id_of(&t.await??)?;
+    }
     Ok(())
 }
