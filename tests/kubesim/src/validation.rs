@@ -123,18 +123,24 @@ fn key_errors(field: &str, key: &str) -> Vec<FieldError> {
 fn meta_errors(kind: Kind, meta: &ObjectMeta) -> Vec<FieldError> {
     let mut out = Vec::new();
     let dns_label = kind == Kind::Namespace;
-    match (&meta.name, &meta.generate_name) {
-        (Some(n), _) if !n.is_empty() => {
-            // Events carry names like `pod.17ab...`, which are subdomains too.
-            out.extend(name_errors("metadata.name", n, dns_label, false));
+    // As real: a bad generateName is reported on its own, and the name
+    // generated from it is then not checked again.
+    let gen_errs = meta
+        .generate_name
+        .as_deref()
+        .filter(|g| !g.is_empty())
+        .map(|g| name_errors("metadata.generateName", g, dns_label, true))
+        .unwrap_or_default();
+    if !gen_errs.is_empty() {
+        out.extend(gen_errs);
+    } else {
+        match meta.name.as_deref().filter(|n| !n.is_empty()) {
+            Some(n) => out.extend(name_errors("metadata.name", n, dns_label, false)),
+            None => out.push(FieldError::required(
+                "metadata.name",
+                "name or generateName is required",
+            )),
         }
-        (_, Some(g)) if !g.is_empty() => {
-            out.extend(name_errors("metadata.generateName", g, dns_label, true));
-        }
-        _ => out.push(FieldError::required(
-            "metadata.name",
-            "name or generateName is required",
-        )),
     }
     out.extend(label_errors("metadata.labels", meta.labels.as_ref()));
     for k in meta.annotations.iter().flatten().map(|(k, _)| k) {

@@ -253,6 +253,9 @@ pub async fn run(
                 (_, Some(args)) => args.clone(),
                 _ => Vec::new(),
             };
+            // The kubelet expands $(VAR) in command and args from the container env.
+            let vars: std::collections::BTreeMap<String, String> = env.iter().cloned().collect();
+            let argv: Vec<String> = argv.iter().map(|a| super::env::expand(a, &vars)).collect();
             let mut full_env = vec![
                 ("HOSTNAME".to_string(), pod_name.clone()),
                 ("HOME".to_string(), ctx.work_dir.display().to_string()),
