@@ -34,6 +34,8 @@ pub struct ResourceRequest {
     pub query: HashMap<String, String>,
     /// `Content-Type` of the body.
     pub content_type: String,
+    /// `Accept` header (kubectl asks for Tables).
+    pub accept: String,
     /// Request body.
     pub body: axum::body::Bytes,
 }
@@ -153,6 +155,15 @@ pub fn list_params(
 fn list(cluster: &Arc<Cluster>, req: &ResourceRequest) -> Result<Response<Body>, ApiError> {
     let params = list_params(req.kind, req.namespace.clone(), &req.query)?;
     let result = cluster.with_store(|s| s.list(req.kind, &params))?;
+    if super::table::wants_table(&req.accept) {
+        let t = super::table::render(
+            req.kind,
+            &result.items,
+            result.resource_version,
+            result.continue_token,
+        );
+        return Ok(response::json(200, &t));
+    }
     let items: Vec<Value> = result.items.iter().map(|o| o.to_value()).collect();
     let mut metadata = json!({"resourceVersion": result.resource_version.to_string()});
     if let Some(c) = result.continue_token {
@@ -178,6 +189,13 @@ fn get(
     let obj = cluster
         .with_store(|s| s.get(req.kind, ns, name))
         .ok_or_else(|| ApiError::not_found(req.kind, name))?;
+    if super::table::wants_table(&req.accept) && req.subresource.is_none() {
+        let rv = obj.resource_version();
+        return Ok(response::json(
+            200,
+            &super::table::render(req.kind, &[obj], rv, None),
+        ));
+    }
     Ok(response::json(200, &obj.to_value()))
 }
 

@@ -7,6 +7,7 @@ pub(crate) mod handlers;
 mod pod_log;
 mod response;
 pub(crate) mod route;
+mod table;
 mod watch;
 
 use std::convert::Infallible;
@@ -185,6 +186,12 @@ async fn api(
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("application/json")
                 .to_string();
+            let accept = req
+                .headers()
+                .get(http::header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
             let body = match req.into_body().collect().await {
                 Ok(b) => b.to_bytes(),
                 Err(e) => {
@@ -201,6 +208,7 @@ async fn api(
                     subresource,
                     query: handlers::parse_query(query),
                     content_type,
+                    accept,
                     body,
                 },
             )
