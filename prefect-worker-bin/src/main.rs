@@ -1,1 +1,28 @@
-fn main() {}
+//! `prefect-worker`: a drop-in replacement for `prefect worker start --type kubernetes`.
+
+mod args;
+mod logging;
+mod preview;
+mod start;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+    logging::init(cli.log_format);
+    let result = match cli.command {
+        args::Command::Start(a) => start::start(a).await,
+        args::Command::Preview(a) => preview::preview(a).await,
+        args::Command::Config(a) => start::show_config(&a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

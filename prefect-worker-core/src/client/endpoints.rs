@@ -23,6 +23,12 @@ impl PrefectClient {
         self.inner.execute(&req).await
     }
 
+    /// `GET /deployments/name/{flow}/{deployment}`. 404 → [`ClientError::NotFound`].
+    pub async fn read_deployment_by_name(&self, flow_name: &str, deployment_name: &str) -> Result<Deployment, ClientError> {
+        self.fetch(ApiRequest::new(Method::GET, ["deployments", "name", flow_name, deployment_name]).not_found_maps())
+            .await
+    }
+
     /// `GET /work_pools/{name}`. 404 → [`ClientError::NotFound`].
     pub async fn read_work_pool(&self, name: &str) -> Result<WorkPool, ClientError> {
         self.fetch(ApiRequest::new(Method::GET, ["work_pools", name]).not_found_maps())
