@@ -95,7 +95,7 @@ pub struct ApiError {
     /// Human message in the real server's wording.
     pub message: String,
     /// `details`, when the real server sends them.
-    pub details: Option<StatusDetails>,
+    pub details: Option<Box<StatusDetails>>,
     /// `Retry-After` seconds for 429/503/500 answers.
     pub retry_after: Option<u64>,
 }
@@ -127,7 +127,7 @@ impl ApiError {
             "NotFound",
             format!("{} \"{name}\" not found", kind.qualified_resource()),
         );
-        e.details = Some(details(kind, name));
+        e.details = Some(Box::new(details(kind, name)));
         e
     }
 
@@ -147,7 +147,7 @@ impl ApiError {
             "AlreadyExists",
             format!("{} \"{name}\" already exists", kind.qualified_resource()),
         );
-        e.details = Some(details(kind, name));
+        e.details = Some(Box::new(details(kind, name)));
         e
     }
 
@@ -161,7 +161,7 @@ impl ApiError {
                 kind.qualified_resource()
             ),
         );
-        e.details = Some(details(kind, name));
+        e.details = Some(Box::new(details(kind, name)));
         e
     }
 
@@ -190,7 +190,7 @@ impl ApiError {
                 })
                 .collect(),
         );
-        e.details = Some(d);
+        e.details = Some(Box::new(d));
         e
     }
 
@@ -216,18 +216,18 @@ impl ApiError {
                 kind.plural()
             ),
         );
-        e.details = Some(StatusDetails {
+        e.details = Some(Box::new(StatusDetails {
             group: Some(group.to_string()),
             kind: Some(kind.plural().to_string()),
             ..Default::default()
-        });
+        }));
         e
     }
 
     /// 403 Forbidden with a custom message (admission, e.g. quota).
     pub fn forbidden_message(kind: Kind, name: &str, message: impl Into<String>) -> Self {
         let mut e = Self::new(403, "Forbidden", message);
-        e.details = Some(details(kind, name));
+        e.details = Some(Box::new(details(kind, name)));
         e
     }
 
@@ -268,10 +268,10 @@ impl ApiError {
             "the server has received too many requests and has asked us to try again later",
         );
         e.retry_after = Some(retry_after);
-        e.details = Some(StatusDetails {
+        e.details = Some(Box::new(StatusDetails {
             retry_after_seconds: i32::try_from(retry_after).ok(),
             ..Default::default()
-        });
+        }));
         e
     }
 
@@ -294,7 +294,7 @@ impl ApiError {
             code: Some(i32::from(self.code)),
             reason: Some(self.reason.to_string()),
             message: Some(self.message.clone()),
-            details: self.details.clone(),
+            details: self.details.as_deref().cloned(),
             metadata: Default::default(),
         }
     }

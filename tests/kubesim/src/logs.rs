@@ -106,10 +106,13 @@ impl ContainerLog {
     }
 }
 
+/// `(pod uid, container name)` → the container's instances, oldest first.
+type Instances = HashMap<(String, String), Vec<Arc<ContainerLog>>>;
+
 /// Logs of every container instance, keyed by pod uid and container name.
 #[derive(Debug, Default)]
 pub struct LogStore {
-    inner: Mutex<HashMap<(String, String), Vec<Arc<ContainerLog>>>>,
+    inner: Mutex<Instances>,
 }
 
 impl LogStore {

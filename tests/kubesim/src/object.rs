@@ -7,19 +7,19 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use crate::error::ApiError;
 use crate::kinds::Kind;
 
-/// A stored object. Jobs and Pods are boxed because they dwarf the rest.
+/// A stored object (boxed: the types are large and differ in size).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Object {
     /// `v1` Namespace.
-    Namespace(Namespace),
+    Namespace(Box<Namespace>),
     /// `batch/v1` Job.
     Job(Box<Job>),
     /// `v1` Pod.
     Pod(Box<Pod>),
     /// `v1` Secret.
-    Secret(Secret),
+    Secret(Box<Secret>),
     /// `v1` Event.
-    Event(Event),
+    Event(Box<Event>),
 }
 
 impl Object {
@@ -104,11 +104,11 @@ impl Object {
             })
         }
         Ok(match kind {
-            Kind::Namespace => Object::Namespace(parse(value)?),
+            Kind::Namespace => Object::Namespace(Box::new(parse(value)?)),
             Kind::Job => Object::Job(Box::new(parse(value)?)),
             Kind::Pod => Object::Pod(Box::new(parse(value)?)),
-            Kind::Secret => Object::Secret(parse(value)?),
-            Kind::Event => Object::Event(parse(value)?),
+            Kind::Secret => Object::Secret(Box::new(parse(value)?)),
+            Kind::Event => Object::Event(Box::new(parse(value)?)),
         })
     }
 
@@ -163,8 +163,8 @@ macro_rules! sim_object {
     };
 }
 
-sim_object!(Namespace, Namespace);
+sim_object!(Namespace, Namespace, boxed);
 sim_object!(Job, Job, boxed);
 sim_object!(Pod, Pod, boxed);
-sim_object!(Secret, Secret);
-sim_object!(Event, Event);
+sim_object!(Secret, Secret, boxed);
+sim_object!(Event, Event, boxed);

@@ -183,7 +183,7 @@ impl Store {
             };
             // Built-ins are valid by construction; a failure here would be a bug
             // in defaulting, and the cluster simply starts without them.
-            if let Err(e) = s.create_inner(Object::Namespace(ns), Some(uid)) {
+            if let Err(e) = s.create_inner(Object::Namespace(Box::new(ns)), Some(uid)) {
                 tracing::error!(error = %e, "could not create built-in namespace");
             }
         }
@@ -926,7 +926,7 @@ impl Store {
             count: Some(1),
             ..Default::default()
         };
-        self.insert(Object::Event(ev), ChangeType::Added, None);
+        self.insert(Object::Event(Box::new(ev)), ChangeType::Added, None);
         self.event_index.insert(dedupe, (ns.to_string(), name));
     }
 }

@@ -1,4 +1,6 @@
 //! The API server against kube-rs: CRUD, selectors, paging, watch, errors.
+// Test helpers panic on failure by design (clippy's test allowance covers only #[test] fns).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

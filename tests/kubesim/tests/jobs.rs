@@ -1,5 +1,7 @@
 //! Job controller and kubelet: real processes, logs, retries, scripted
 //! behaviours, garbage collection, deletion.
+// Test helpers panic on failure by design (clippy's test allowance covers only #[test] fns).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,5 +1,7 @@
 //! kubectl against the simulator: get, apply, logs, delete. Skips (with a
 //! note) only when kubectl is not on PATH.
+// Test helpers panic on failure by design (clippy's test allowance covers only #[test] fns).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -193,7 +193,7 @@ pub fn reconcile(
             status.start_time = None;
             events.push(("Normal", "Resumed".into(), "Job resumed".into()));
         }
-        status.start_time.get_or_insert_with(|| Time(now));
+        status.start_time.get_or_insert(Time(now));
     }
 
     let failure_target = has_condition(&status, "FailureTarget");

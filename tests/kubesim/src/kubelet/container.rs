@@ -200,15 +200,14 @@ pub async fn run(
             let resolved = if behaviour == Behaviour::ConfigError {
                 Err("configmap \"kubesim-config-error\" not found".to_string())
             } else {
-                let current = ctx.cluster.with_store(|s| {
+                ctx.cluster.with_store(|s| {
                     let p = s.get(Kind::Pod, &ns, &pod_name);
                     let pod = match p.as_deref() {
                         Some(Object::Pod(p)) => (**p).clone(),
                         _ => ctx.pod.clone(),
                     };
                     super::env::resolve(s, &pod, &c)
-                });
-                current
+                })
             };
             match resolved {
                 Ok(env) => break env,

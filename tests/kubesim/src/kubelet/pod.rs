@@ -202,12 +202,12 @@ impl PodWorker {
             .join(&ns)
             .join(format!("{name}-{}", uid.get(..8).unwrap_or(&uid)));
         let mut tasks = Vec::new();
-        for i in 0..n {
+        for (i, cname) in names.iter().enumerate() {
             let ctx = ContainerCtx {
                 cluster: self.cluster.clone(),
                 pod: bound_pod.clone(),
                 index: i,
-                work_dir: work_dir.join(&names[i]),
+                work_dir: work_dir.join(cname),
             };
             tasks.push(tokio::spawn(container::run(
                 ctx,

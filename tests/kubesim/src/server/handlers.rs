@@ -88,7 +88,7 @@ async fn dispatch(
     let sub = req.subresource.as_deref();
     match (&req.method, req.name.as_deref(), sub) {
         (&Method::GET, None, None) if flag(&req.query, "watch") => {
-            super::watch::serve(cluster, req.kind, req.namespace.clone(), &req.query)
+            super::watch::serve(cluster, req.kind, req.namespace.as_deref(), &req.query)
         }
         (&Method::GET, None, None) => list(cluster, &req),
         (&Method::POST, None, None) => create(cluster, &req),
@@ -254,13 +254,15 @@ fn create(cluster: &Arc<Cluster>, req: &ResourceRequest) -> Result<Response<Body
             if !exists {
                 return Err(ApiError::not_found(Kind::Namespace, &ns));
             }
-            let _ = scratch.create(Object::Namespace(k8s_openapi::api::core::v1::Namespace {
-                metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-                    name: Some(ns),
+            let _ = scratch.create(Object::Namespace(Box::new(
+                k8s_openapi::api::core::v1::Namespace {
+                    metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                        name: Some(ns),
+                        ..Default::default()
+                    },
                     ..Default::default()
                 },
-                ..Default::default()
-            }));
+            )));
         }
         let created = scratch.create(obj)?;
         return Ok(response::json(201, &created.to_value()));

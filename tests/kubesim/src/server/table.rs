@@ -137,6 +137,9 @@ fn event_cells(o: &Object) -> Vec<Value> {
     ]
 }
 
+/// Renders one object's cells.
+type CellsFn = fn(&Object) -> Vec<Value>;
+
 /// Render `items` as a Table.
 pub fn render(
     kind: Kind,
@@ -144,7 +147,7 @@ pub fn render(
     resource_version: u64,
     continue_token: Option<String>,
 ) -> Value {
-    let (columns, cells): (Vec<Value>, fn(&Object) -> Vec<Value>) = match kind {
+    let (columns, cells): (Vec<Value>, CellsFn) = match kind {
         Kind::Pod => (
             vec![
                 col("Name", "string", 0),

@@ -163,14 +163,12 @@ async fn next_line(st: &mut WatchState) -> Option<Bytes> {
 pub fn serve(
     cluster: &Arc<Cluster>,
     kind: Kind,
-    namespace: Option<String>,
+    namespace: Option<&str>,
     q: &HashMap<String, String>,
 ) -> Result<Response<Body>, ApiError> {
-    let params: ListParams = list_params(kind, namespace.clone(), q)?;
+    let params: ListParams = list_params(kind, namespace.map(str::to_string), q)?;
     let faults = cluster.faults();
-    let guard = cluster
-        .observer
-        .watch_opened(kind.plural(), namespace.as_deref());
+    let guard = cluster.observer.watch_opened(kind.plural(), namespace);
     let now = Instant::now();
     let timeout = q
         .get("timeoutSeconds")

@@ -1,5 +1,5 @@
 //! Shared helpers for kubesim's own tests.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::future::Future;
 use std::time::{Duration, Instant};
