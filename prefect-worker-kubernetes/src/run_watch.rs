@@ -63,6 +63,8 @@ pub struct RunWatch {
     pods: BTreeMap<String, Pod>,
     /// When a pod of this Job was first seen Running.
     started_at: Option<Instant>,
+    /// The last diagnosis logged, by category and summary: Kubernetes alternates
+    /// ErrImagePull and ImagePullBackOff, which is one problem, logged once.
     last_diagnosis: Option<(Category, String)>,
     /// Pods we already proposed `InfrastructurePending` for.
     pending_proposed: Vec<String>,
@@ -160,7 +162,8 @@ impl RunWatch {
             return Vec::new();
         }
         let name = pod.metadata.name.clone().unwrap_or_default();
-        let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+        // A pod without a phase yet is pending (the API server has not defaulted its status).
+        let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_else(|| "Pending".to_owned());
         let running = phase == "Running" || phase == "Succeeded" || phase == "Failed" && primary_started(&pod);
         if running && self.started_at.is_none() {
             self.started_at = Some(now);
@@ -197,7 +200,7 @@ impl RunWatch {
     }
 
     fn note_diagnosis(&mut self, d: Diagnosis) -> Vec<Action> {
-        let key = (d.category, d.detail.clone());
+        let key = (d.category, d.summary.clone());
         if self.last_diagnosis.as_ref() == Some(&key) {
             return Vec::new();
         }
@@ -461,6 +464,8 @@ mod tests {
         assert_eq!(w.on_pod(p.clone(), t).iter().filter(|a| matches!(a, Action::Log(_))).count(), 1);
         assert_eq!(w.on_pod(p, t).iter().filter(|a| matches!(a, Action::Log(_))).count(), 0);
         let p2 = pod("p1", json!({"phase": "Pending", "containerStatuses": container(json!({"waiting": {"reason": "ImagePullBackOff"}}))}));
-        assert_eq!(w.on_pod(p2, t).iter().filter(|a| matches!(a, Action::Log(_))).count(), 1);
+        assert_eq!(w.on_pod(p2, t).iter().filter(|a| matches!(a, Action::Log(_))).count(), 0, "the same problem, another reason");
+        let p3 = pod("p1", json!({"phase": "Pending", "containerStatuses": container(json!({"waiting": {"reason": "CreateContainerConfigError"}}))}));
+        assert_eq!(w.on_pod(p3, t).iter().filter(|a| matches!(a, Action::Log(_))).count(), 1, "a new problem is logged");
     }
 }

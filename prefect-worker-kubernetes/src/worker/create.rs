@@ -98,10 +98,9 @@ pub async fn create_job(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kube::core::ErrorResponse;
-
     fn api(code: u16, reason: &str, message: &str) -> kube::Error {
-        kube::Error::Api(ErrorResponse { status: "Failure".into(), message: message.into(), reason: reason.into(), code })
+        let status = serde_json::json!({"status": "Failure", "message": message, "reason": reason, "code": code});
+        kube::Error::Api(Box::new(serde_json::from_value(status).unwrap()))
     }
 
     #[test]
