@@ -289,6 +289,24 @@ impl RunWatch {
         deadlines.into_iter().min()
     }
 
+    /// Whether the Job has failed and no pod seen explains it yet: the pod watch can lag the
+    /// Job watch (they are separate streams), so the caller should read the pods directly and
+    /// pass them to [`RunWatch::explain_failure`].
+    #[must_use]
+    pub fn failure_needs_pods(&self, outcome: &Outcome) -> bool {
+        outcome.status_code == -1 && self.job.is_some() && self.pods.values().all(|p| primary_exit_code(p).is_none() && p.status.as_ref().and_then(diagnose_pod).is_none())
+    }
+
+    /// Recomputes the outcome of a failed Job with `pods` read directly from the API.
+    pub fn explain_failure(&mut self, pods: Vec<Pod>) -> Option<Outcome> {
+        for pod in pods {
+            if let Some(name) = pod.metadata.name.clone() {
+                self.pods.insert(name, pod);
+            }
+        }
+        self.job_outcome()
+    }
+
     /// Complete → 0; Failed → the failed container's exit code, or -1 with the reason.
     fn job_outcome(&self) -> Option<Outcome> {
         let job = self.job.as_ref()?;
@@ -373,6 +391,17 @@ mod tests {
         let Action::Finish(o) = &a[0] else { panic!("{a:?}") };
         assert_eq!(o.status_code, 3);
         assert!(o.detail.as_deref().unwrap().contains("BackoffLimitExceeded"));
+    }
+
+    #[test]
+    fn a_failed_job_seen_before_its_pod_is_explained_by_the_pods_read_later() {
+        let t = Instant::now();
+        let mut w = RunWatch::new(Limits::default(), t);
+        let a = w.on_job(job(json!([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}])), t);
+        let Action::Finish(o) = &a[0] else { panic!("{a:?}") };
+        assert!(w.failure_needs_pods(o));
+        let p = pod("p1", json!({"phase": "Failed", "containerStatuses": container(json!({"terminated": {"exitCode": 3, "reason": "Error"}}))}));
+        assert_eq!(w.explain_failure(vec![p]).unwrap().status_code, 3);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Event;
+use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, PropagationPolicy};
 use prefect_worker_core::client::models::{FlowRun, StateCreate, StateType};
@@ -56,7 +56,7 @@ impl KubernetesWorker {
                     Some(Observation::JobDeleted(_)) => state.on_job_deleted(),
                     Some(Observation::Pod(p)) => {
                         let name = p.metadata.name.clone();
-                        let actions = state.on_pod(k8s_openapi::api::core::v1::Pod::clone(&p), Instant::now());
+                        let actions = state.on_pod(Pod::clone(&p), Instant::now());
                         if state.has_started() || pod_tx.borrow().is_none() {
                             pod_tx.send_replace(name);
                         }
@@ -99,7 +99,14 @@ impl KubernetesWorker {
                     ctx.logger().named("prefect.flow_runs.observer").log(level, d.message());
                 }
                 Action::ProposeInfrastructurePending => self.propose_infrastructure_pending(flow_run, ctx).await,
-                Action::Finish(o) => {
+                Action::Finish(mut o) => {
+                    if state.failure_needs_pods(&o) {
+                        let pods: Api<Pod> = Api::namespaced(job.client.clone(), &job.key.namespace);
+                        match pods.list(&ListParams::default().labels(&format!("job-name={}", job.name))).await {
+                            Ok(list) => o = state.explain_failure(list.items).unwrap_or(o),
+                            Err(e) => tracing::debug!(error = %e, "cannot read the failed Job's pods"),
+                        }
+                    }
                     if o.status_code != 0 {
                         self.forward_logs(job, state, ctx).await;
                     }

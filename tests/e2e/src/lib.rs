@@ -1,6 +1,7 @@
 //! Shared helpers for the end-to-end tests: a recording test [`Worker`] that the generic
 //! runner drives against a real Prefect server, and a per-test pool/flow/deployment setup.
 
+pub mod k8s;
 pub mod proxy;
 pub mod recording;
 
