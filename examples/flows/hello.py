@@ -14,3 +14,12 @@ def hello(name: str = "world") -> str:
 @flow
 def fails() -> None:
     raise RuntimeError("this flow fails on purpose")
+
+
+@flow
+def slow(seconds: float = 8.0) -> None:
+    """Runs long enough for the worker to be killed and restarted mid-run."""
+    import time
+
+    get_run_logger().info("sleeping %s seconds", seconds)
+    time.sleep(seconds)
