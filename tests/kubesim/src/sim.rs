@@ -424,6 +424,12 @@ impl SimHandle {
         for t in self.tasks.drain(..) {
             let _ = t.await;
         }
+        // Container tasks SIGKILL their process groups as their pod workers
+        // go away; give them a moment so no process outlives shutdown().
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.running_processes() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         if self.owned_work_dir {
             let _ = std::fs::remove_dir_all(&self.cluster.config.work_dir);
         }

@@ -690,3 +690,36 @@ async fn deadline_ttl_and_suspend() {
     let _ = ListParams::default();
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn shutdown_leaves_no_process_behind() {
+    let sim = start().await;
+    let client = client_for(&sim).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    // `$$$$`: the kubelet turns `$$` into `$` when expanding $(VAR) references.
+    let script = format!("echo $$$$ > {}; exec sleep 30", pidfile.display());
+    let jobs: Api<Job> = Api::namespaced(client, "default");
+    jobs.create(
+        &PostParams::default(),
+        &job("lingering", "x", Some(vec!["sh", "-c", &script])),
+    )
+    .await
+    .unwrap();
+    let pid: u32 = eventually(T, "pid file", || async {
+        std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    })
+    .await;
+    assert_eq!(sim.running_processes(), 1);
+    sim.shutdown().await;
+    let alive = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit(')')
+            .next()
+            .unwrap_or_default()
+            .trim_start()
+            .starts_with('Z')
+    });
+    assert!(!alive, "process {pid} survived shutdown");
+}
