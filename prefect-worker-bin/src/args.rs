@@ -10,7 +10,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(name = "prefect-worker", version, about, long_about = None)]
 pub struct Cli {
     /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value = "text", env = "PREFECT_WORKER_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "PREFECT_WORKER_LOG_FORMAT"
+    )]
     pub log_format: LogFormat,
 
     #[command(subcommand)]
@@ -45,7 +51,12 @@ pub struct StartArgs {
     pub pool: Option<String>,
 
     /// A work queue to poll (repeatable; all queues of the pool when omitted).
-    #[arg(short = 'q', long = "work-queue", env = "PREFECT_WORKER_WORK_QUEUES", value_delimiter = ',')]
+    #[arg(
+        short = 'q',
+        long = "work-queue",
+        env = "PREFECT_WORKER_WORK_QUEUES",
+        value_delimiter = ','
+    )]
     pub work_queues: Vec<String>,
 
     /// Worker type; only `kubernetes` is served by this binary. Read from the pool when omitted.
@@ -69,7 +80,12 @@ pub struct StartArgs {
     pub with_healthcheck: bool,
 
     /// Accepted for compatibility; a Rust worker installs nothing.
-    #[arg(long, value_enum, default_value = "prompt", env = "PREFECT_WORKER_INSTALL_POLICY")]
+    #[arg(
+        long,
+        value_enum,
+        default_value = "prompt",
+        env = "PREFECT_WORKER_INSTALL_POLICY"
+    )]
     pub install_policy: InstallPolicy,
 
     /// JSON file with the base job template to use when this worker creates the pool.
@@ -93,7 +109,11 @@ pub struct StartArgs {
     pub no_create_pool_if_not_found: bool,
 
     /// Most submissions (claim → Job created) in progress at once.
-    #[arg(long, default_value_t = 64, env = "PREFECT_WORKER_MAX_CONCURRENT_SUBMISSIONS")]
+    #[arg(
+        long,
+        default_value_t = 64,
+        env = "PREFECT_WORKER_MAX_CONCURRENT_SUBMISSIONS"
+    )]
     pub max_concurrent_submissions: usize,
 }
 
@@ -142,11 +162,25 @@ mod tests {
     #[test]
     fn start_flags_parse() {
         let cli = Cli::try_parse_from([
-            "prefect-worker", "start", "-p", "pool", "-q", "a", "--work-queue", "b", "--limit", "2",
-            "--run-once", "--no-create-pool-if-not-found", "--type", "kubernetes",
+            "prefect-worker",
+            "start",
+            "-p",
+            "pool",
+            "-q",
+            "a",
+            "--work-queue",
+            "b",
+            "--limit",
+            "2",
+            "--run-once",
+            "--no-create-pool-if-not-found",
+            "--type",
+            "kubernetes",
         ])
         .unwrap();
-        let Command::Start(a) = cli.command else { panic!("not start") };
+        let Command::Start(a) = cli.command else {
+            panic!("not start")
+        };
         assert_eq!(a.pool.as_deref(), Some("pool"));
         assert_eq!(a.work_queues, ["a", "b"]);
         assert_eq!(a.limit, Some(2));

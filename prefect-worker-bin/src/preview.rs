@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use prefect_worker_core::client::models::FlowRun;
 use prefect_worker_core::client::{ClientOptions, PrefectClient};
-use prefect_worker_core::job_config::{JobConfiguration, PrepareContext, Versions, resolve_for_flow_run};
+use prefect_worker_core::job_config::{
+    JobConfiguration, PrepareContext, Versions, resolve_for_flow_run,
+};
 use prefect_worker_core::settings::SettingsSources;
 use prefect_worker_kubernetes::configuration::default_base_job_template;
 use prefect_worker_kubernetes::{KubernetesWorkerJobConfiguration, preview_from_golden_input};
@@ -17,9 +19,12 @@ use crate::start::write_stdout;
 
 pub async fn preview(args: PreviewArgs) -> Result<ExitCode> {
     if let Some(path) = &args.input {
-        let text = std::fs::read_to_string(path).with_context(|| format!("--input: cannot read {}", path.display()))?;
-        let input: Value = serde_json::from_str(&text).with_context(|| format!("--input: {} is not valid JSON", path.display()))?;
-        let configuration = preview_from_golden_input(&input).map_err(|e| anyhow::anyhow!("{}: {e}", e.type_name()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--input: cannot read {}", path.display()))?;
+        let input: Value = serde_json::from_str(&text)
+            .with_context(|| format!("--input: {} is not valid JSON", path.display()))?;
+        let configuration = preview_from_golden_input(&input)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", e.type_name()))?;
         write_stdout(&serde_json::to_string_pretty(&configuration)?)?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -27,12 +32,17 @@ pub async fn preview(args: PreviewArgs) -> Result<ExitCode> {
         bail!("preview needs --input FILE (offline), or --pool and --deployment (online)");
     };
     let sources = SettingsSources::from_process()?;
-    let client = PrefectClient::new(ClientOptions::from_env(&|k: &str| sources.get(k).map(str::to_owned))?)?;
-    let mut work_pool = client.read_work_pool(pool).await.with_context(|| format!("reading work pool '{pool}'"))?;
-    if work_pool.base_job_template.is_empty() {
-        if let Value::Object(m) = default_base_job_template() {
-            work_pool.base_job_template = m;
-        }
+    let client = PrefectClient::new(ClientOptions::from_env(&|k: &str| {
+        sources.get(k).map(str::to_owned)
+    })?)?;
+    let mut work_pool = client
+        .read_work_pool(pool)
+        .await
+        .with_context(|| format!("reading work pool '{pool}'"))?;
+    if work_pool.base_job_template.is_empty()
+        && let Value::Object(m) = default_base_job_template()
+    {
+        work_pool.base_job_template = m;
     }
     let dep = match uuid::Uuid::parse_str(deployment) {
         Ok(id) => client.read_deployment(id).await,
@@ -45,12 +55,19 @@ pub async fn preview(args: PreviewArgs) -> Result<ExitCode> {
     }
     .with_context(|| format!("reading deployment '{deployment}'"))?;
     let flow_id = dep.flow_id.context("the deployment has no flow_id")?;
-    let flow = client.read_flow(flow_id).await.context("reading the deployment's flow")?;
+    let flow = client
+        .read_flow(flow_id)
+        .await
+        .context("reading the deployment's flow")?;
     let job_variables = match &args.job_variables {
-        Some(s) => match serde_json::from_str::<Value>(s).context("--job-variables is not valid JSON")? {
-            Value::Object(m) => Some(m),
-            _ => bail!("--job-variables must be a JSON object, e.g. '{{\"image\": \"repo/img:tag\"}}'"),
-        },
+        Some(s) => {
+            match serde_json::from_str::<Value>(s).context("--job-variables is not valid JSON")? {
+                Value::Object(m) => Some(m),
+                _ => bail!(
+                    "--job-variables must be a JSON object, e.g. '{{\"image\": \"repo/img:tag\"}}'"
+                ),
+            }
+        }
         None => None,
     };
     let flow_run = FlowRun {
@@ -69,7 +86,10 @@ pub async fn preview(args: PreviewArgs) -> Result<ExitCode> {
     };
     let environment = sources.environment();
     let versions = Versions::default();
-    let name = args.name.clone().unwrap_or_else(|| "preview-worker".to_owned());
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| "preview-worker".to_owned());
     let ctx = PrepareContext {
         flow_run: &flow_run,
         deployment: Some(&dep),
@@ -80,10 +100,15 @@ pub async fn preview(args: PreviewArgs) -> Result<ExitCode> {
         environment: &environment,
         versions: &versions,
     };
-    let configuration: KubernetesWorkerJobConfiguration = resolve_for_flow_run(&work_pool.base_job_template, &ctx, &client)
-        .await
-        .map_err(|e| anyhow::anyhow!("{}: {e}", e.type_name()))?;
-    let manifest = configuration.to_json().get("job_manifest").cloned().unwrap_or(Value::Null);
+    let configuration: KubernetesWorkerJobConfiguration =
+        resolve_for_flow_run(&work_pool.base_job_template, &ctx, &client)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}: {e}", e.type_name()))?;
+    let manifest = configuration
+        .to_json()
+        .get("job_manifest")
+        .cloned()
+        .unwrap_or(Value::Null);
     write_stdout(&serde_json::to_string_pretty(&manifest)?)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -60,7 +60,8 @@ pub fn resolve(args: &StartArgs) -> Result<Resolved> {
         name,
         prefetch_seconds,
         limit,
-        create_pool_if_not_found: args.create_pool_if_not_found && !args.no_create_pool_if_not_found,
+        create_pool_if_not_found: args.create_pool_if_not_found
+            && !args.no_create_pool_if_not_found,
         kubernetes,
         settings,
         sources,
@@ -110,11 +111,16 @@ pub async fn start(args: StartArgs) -> Result<ExitCode> {
 
     let base_job_template = match &args.base_job_template {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("--base-job-template: cannot read {}", path.display()))?;
-            let v: Value = serde_json::from_str(&text)
-                .with_context(|| format!("--base-job-template: {} is not valid JSON", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--base-job-template: cannot read {}", path.display()))?;
+            let v: Value = serde_json::from_str(&text).with_context(|| {
+                format!("--base-job-template: {} is not valid JSON", path.display())
+            })?;
             if !v.get("job_configuration").is_some_and(Value::is_object) {
-                bail!("--base-job-template: {} must be an object with `job_configuration` and `variables`", path.display());
+                bail!(
+                    "--base-job-template: {} must be an object with `job_configuration` and `variables`",
+                    path.display()
+                );
             }
             Some(v)
         }
@@ -131,22 +137,33 @@ pub async fn start(args: StartArgs) -> Result<ExitCode> {
     runner_options.base_job_template = base_job_template;
     runner_options.max_concurrent_submissions = args.max_concurrent_submissions.max(1);
 
-    let worker = KubernetesWorker::new(KubernetesWorkerOptions::new(&r.name).with_settings(r.kubernetes.clone()));
+    let worker = KubernetesWorker::new(
+        KubernetesWorkerOptions::new(&r.name).with_settings(r.kubernetes.clone()),
+    );
     let runner = Runner::new(worker, client.clone(), runner_options);
     let shutdown = CancellationToken::new();
 
     // Health first, before any API call, as Python's CLI.
     if args.with_healthcheck {
-        let addr: SocketAddr = format!("{}:{}", r.settings.webserver_host, r.settings.webserver_port)
-            .parse()
-            .context("PREFECT_WORKER_WEBSERVER_HOST/PORT do not form a valid address")?;
+        let addr: SocketAddr = format!(
+            "{}:{}",
+            r.settings.webserver_host, r.settings.webserver_port
+        )
+        .parse()
+        .context("PREFECT_WORKER_WEBSERVER_HOST/PORT do not form a valid address")?;
         let stop = shutdown.clone();
         health::serve(addr, runner.health(), async move { stop.cancelled().await })
             .await
             .with_context(|| format!("cannot serve the health check on {addr}"))?;
     }
 
-    precheck(&client, &r.pool, &args.work_queues, args.worker_type.as_deref()).await?;
+    precheck(
+        &client,
+        &r.pool,
+        &args.work_queues,
+        args.worker_type.as_deref(),
+    )
+    .await?;
     spawn_signal_handler(shutdown.clone());
     runner.run(shutdown.clone()).await?;
     shutdown.cancel();
@@ -155,35 +172,57 @@ pub async fn start(args: StartArgs) -> Result<ExitCode> {
 
 /// Python's CLI checks: warn on a paused pool or paused queues; refuse push/managed pools
 /// and pools of another type (this binary only runs Kubernetes workers).
-async fn precheck(client: &PrefectClient, pool: &str, queues: &[String], worker_type: Option<&str>) -> Result<()> {
-    if let Some(t) = worker_type {
-        if t != "kubernetes" {
-            bail!("--type {t:?} is not supported: this binary runs Kubernetes workers only (--type kubernetes)");
-        }
+async fn precheck(
+    client: &PrefectClient,
+    pool: &str,
+    queues: &[String],
+    worker_type: Option<&str>,
+) -> Result<()> {
+    if let Some(t) = worker_type
+        && t != "kubernetes"
+    {
+        bail!(
+            "--type {t:?} is not supported: this binary runs Kubernetes workers only (--type kubernetes)"
+        );
     }
     match client.read_work_pool(pool).await {
         Ok(p) => {
             if p.is_paused {
-                tracing::warn!(pool, "Work pool '{pool}' is paused. This worker will not execute any flow runs until the work pool is unpaused.");
+                tracing::warn!(
+                    pool,
+                    "Work pool '{pool}' is paused. This worker will not execute any flow runs until the work pool is unpaused."
+                );
             }
             if p.pool_type.ends_with(":push") || p.pool_type.ends_with(":managed") {
-                bail!("Workers are not required for push work pools. Pool '{pool}' has type '{}'.", p.pool_type);
+                bail!(
+                    "Workers are not required for push work pools. Pool '{pool}' has type '{}'.",
+                    p.pool_type
+                );
             }
             if worker_type.is_none() && p.pool_type != "kubernetes" {
-                bail!("work pool '{pool}' has type '{}', but this binary runs Kubernetes workers only; use a 'kubernetes' pool", p.pool_type);
+                bail!(
+                    "work pool '{pool}' has type '{}', but this binary runs Kubernetes workers only; use a 'kubernetes' pool",
+                    p.pool_type
+                );
             }
         }
         Err(ClientError::NotFound(_)) => {}
         Err(e @ (ClientError::Unauthorized(_) | ClientError::Forbidden(_))) => {
-            bail!("the Prefect API rejected this worker's credentials: {e}. Check PREFECT_API_KEY (or PREFECT_API_AUTH_STRING) and PREFECT_API_URL");
+            bail!(
+                "the Prefect API rejected this worker's credentials: {e}. Check PREFECT_API_KEY (or PREFECT_API_AUTH_STRING) and PREFECT_API_URL"
+            );
         }
         Err(e) => tracing::debug!(error = %e, "work pool pre-check skipped"),
     }
     let names = (!queues.is_empty()).then_some(queues);
-    if let Ok(qs) = client.read_work_queues(pool, names).await {
-        if !qs.is_empty() && qs.iter().all(|q| q.is_paused) {
-            tracing::warn!(pool, "All work queues are paused. This worker will not execute any flow runs until a work queue is unpaused.");
-        }
+    if let Ok(qs) = client.read_work_queues(pool, names).await
+        && !qs.is_empty()
+        && qs.iter().all(|q| q.is_paused)
+    {
+        tracing::warn!(
+            pool,
+            "All work queues are paused. This worker will not execute any flow runs until a work queue is unpaused."
+        );
     }
     Ok(())
 }
@@ -191,20 +230,23 @@ async fn precheck(client: &PrefectClient, pool: &str, queues: &[String], worker_
 /// First SIGINT/SIGTERM: graceful shutdown. Second: exit at once.
 fn spawn_signal_handler(shutdown: CancellationToken) {
     tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                    return;
+                }
+            };
         for round in 0..2 {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
             }
             if round == 0 {
-                tracing::info!("received a shutdown signal; finishing submissions in progress (send it again to exit now)");
+                tracing::info!(
+                    "received a shutdown signal; finishing submissions in progress (send it again to exit now)"
+                );
                 shutdown.cancel();
             } else {
                 tracing::warn!("second shutdown signal: exiting now");

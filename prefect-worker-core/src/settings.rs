@@ -18,10 +18,14 @@ use crate::job_config::Environment;
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
     /// The profiles file exists but is not valid TOML of the expected shape.
-    #[error("cannot read Prefect profiles file {path}: {reason}. Fix the file or point PREFECT_PROFILES_PATH elsewhere")]
+    #[error(
+        "cannot read Prefect profiles file {path}: {reason}. Fix the file or point PREFECT_PROFILES_PATH elsewhere"
+    )]
     ReadProfiles { path: PathBuf, reason: String },
     /// `PREFECT_PROFILE` names a profile the file does not have.
-    #[error("profile {name:?} (from PREFECT_PROFILE) is not in {path}; create it with `prefect profile create` or unset PREFECT_PROFILE")]
+    #[error(
+        "profile {name:?} (from PREFECT_PROFILE) is not in {path}; create it with `prefect profile create` or unset PREFECT_PROFILE"
+    )]
     UnknownProfile { name: String, path: PathBuf },
     /// A setting has a value of the wrong type. The value itself is not repeated, since
     /// it may be a secret.
@@ -41,24 +45,36 @@ impl SettingsSources {
     /// Sources from explicit maps (tests, embedding applications).
     #[must_use]
     pub fn new(env: IndexMap<String, String>, profile: IndexMap<String, String>) -> Self {
-        Self { env, profile, profile_name: None }
+        Self {
+            env,
+            profile,
+            profile_name: None,
+        }
     }
 
     /// The process environment and the active profile of `PREFECT_PROFILES_PATH`
     /// (default `~/.prefect/profiles.toml`). A missing profiles file is no error.
     pub fn from_process() -> Result<Self, SettingsError> {
         let env: IndexMap<String, String> = std::env::vars().collect();
-        let path = env.get("PREFECT_PROFILES_PATH").map(PathBuf::from).or_else(|| {
-            let home = env.get("PREFECT_HOME").map(PathBuf::from).or_else(|| {
-                env.get("HOME").map(|h| Path::new(h).join(".prefect"))
-            })?;
-            Some(home.join("profiles.toml"))
-        });
+        let path = env
+            .get("PREFECT_PROFILES_PATH")
+            .map(PathBuf::from)
+            .or_else(|| {
+                let home = env
+                    .get("PREFECT_HOME")
+                    .map(PathBuf::from)
+                    .or_else(|| env.get("HOME").map(|h| Path::new(h).join(".prefect")))?;
+                Some(home.join("profiles.toml"))
+            });
         let (profile_name, profile) = match path {
             Some(p) => load_profile(&p, env.get("PREFECT_PROFILE").map(String::as_str))?,
             None => (None, IndexMap::new()),
         };
-        Ok(Self { env, profile, profile_name })
+        Ok(Self {
+            env,
+            profile,
+            profile_name,
+        })
     }
 
     /// The name of the active profile, when one was loaded.
@@ -71,7 +87,10 @@ impl SettingsSources {
     /// as in pydantic-settings.
     #[must_use]
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.env.get(key).or_else(|| self.profile.get(key)).map(String::as_str)
+        self.env
+            .get(key)
+            .or_else(|| self.profile.get(key))
+            .map(String::as_str)
     }
 
     /// The first of `keys` that is set (a setting and its aliases).
@@ -81,15 +100,28 @@ impl SettingsSources {
     }
 
     /// Parses `key` with [`FromStr`]; `None` when unset.
-    pub fn parse<T: FromStr>(&self, key: &str, expected: &'static str) -> Result<Option<T>, SettingsError> {
+    pub fn parse<T: FromStr>(
+        &self,
+        key: &str,
+        expected: &'static str,
+    ) -> Result<Option<T>, SettingsError> {
         self.get(key)
-            .map(|v| v.trim().parse::<T>().map_err(|_| SettingsError::InvalidValue { key: key.to_owned(), expected }))
+            .map(|v| {
+                v.trim()
+                    .parse::<T>()
+                    .map_err(|_| SettingsError::InvalidValue {
+                        key: key.to_owned(),
+                        expected,
+                    })
+            })
             .transpose()
     }
 
     /// Parses a boolean the way pydantic does (`true/false`, `1/0`, `yes/no`, `on/off`, any case).
     pub fn parse_bool(&self, key: &str) -> Result<Option<bool>, SettingsError> {
-        self.get(key).map(|v| parse_bool(v).ok_or_else(|| invalid(key, "a boolean (true/false)"))).transpose()
+        self.get(key)
+            .map(|v| parse_bool(v).ok_or_else(|| invalid(key, "a boolean (true/false)")))
+            .transpose()
     }
 
     /// What jobs and `{{ $NAME }}` placeholders see: the profile's values under the
@@ -105,7 +137,10 @@ impl SettingsSources {
 }
 
 fn invalid(key: &str, expected: &'static str) -> SettingsError {
-    SettingsError::InvalidValue { key: key.to_owned(), expected }
+    SettingsError::InvalidValue {
+        key: key.to_owned(),
+        expected,
+    }
 }
 
 /// pydantic's lenient boolean parsing.
@@ -127,17 +162,37 @@ pub fn load_profile(
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((None, IndexMap::new())),
-        Err(e) => return Err(SettingsError::ReadProfiles { path: path.to_owned(), reason: e.to_string() }),
+        Err(e) => {
+            return Err(SettingsError::ReadProfiles {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            });
+        }
     };
-    let doc: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| SettingsError::ReadProfiles { path: path.to_owned(), reason: e.message().to_owned() })?;
-    let active = selected.map(str::to_owned).or_else(|| doc.get("active").and_then(|v| v.as_str()).map(str::to_owned));
-    let Some(name) = active else { return Ok((None, IndexMap::new())) };
+    let doc: toml::Table =
+        text.parse()
+            .map_err(|e: toml::de::Error| SettingsError::ReadProfiles {
+                path: path.to_owned(),
+                reason: e.message().to_owned(),
+            })?;
+    let active = selected.map(str::to_owned).or_else(|| {
+        doc.get("active")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    });
+    let Some(name) = active else {
+        return Ok((None, IndexMap::new()));
+    };
     let profiles = doc.get("profiles").and_then(|p| p.as_table());
-    let Some(table) = profiles.and_then(|p| p.get(&name)).and_then(|t| t.as_table()) else {
+    let Some(table) = profiles
+        .and_then(|p| p.get(&name))
+        .and_then(|t| t.as_table())
+    else {
         if selected.is_some() {
-            return Err(SettingsError::UnknownProfile { name, path: path.to_owned() });
+            return Err(SettingsError::UnknownProfile {
+                name,
+                path: path.to_owned(),
+            });
         }
         return Ok((Some(name), IndexMap::new()));
     };
@@ -213,24 +268,48 @@ impl WorkerSettings {
             }
         };
         Ok(Self {
-            api_url: sources.get("PREFECT_API_URL").filter(|s| !s.is_empty()).map(str::to_owned),
+            api_url: sources
+                .get("PREFECT_API_URL")
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned),
             heartbeat_interval: secs("PREFECT_WORKER_HEARTBEAT_SECONDS", d.heartbeat_interval)?,
             query_interval: secs("PREFECT_WORKER_QUERY_SECONDS", d.query_interval)?,
-            prefetch_seconds: match sources.parse::<f64>("PREFECT_WORKER_PREFETCH_SECONDS", "a number of seconds")? {
+            prefetch_seconds: match sources
+                .parse::<f64>("PREFECT_WORKER_PREFETCH_SECONDS", "a number of seconds")?
+            {
                 // Python truncates with int(); negative look-ahead makes no sense.
                 Some(s) if s.is_finite() && s >= 0.0 => s.trunc() as u64,
-                Some(_) => return Err(invalid("PREFECT_WORKER_PREFETCH_SECONDS", "a number of seconds ≥ 0")),
+                Some(_) => {
+                    return Err(invalid(
+                        "PREFECT_WORKER_PREFETCH_SECONDS",
+                        "a number of seconds ≥ 0",
+                    ));
+                }
                 None => d.prefetch_seconds,
             },
-            cancellation_poll_interval: secs("PREFECT_WORKER_CANCELLATION_POLL_SECONDS", d.cancellation_poll_interval)?,
-            webserver_host: sources.get("PREFECT_WORKER_WEBSERVER_HOST").map_or(d.webserver_host, str::to_owned),
-            webserver_port: sources.parse("PREFECT_WORKER_WEBSERVER_PORT", "a port number")?.unwrap_or(d.webserver_port),
-            logging_to_api_enabled: sources.parse_bool("PREFECT_LOGGING_TO_API_ENABLED")?.unwrap_or(true),
-            logging_to_api_batch_interval: secs("PREFECT_LOGGING_TO_API_BATCH_INTERVAL", d.logging_to_api_batch_interval)?,
+            cancellation_poll_interval: secs(
+                "PREFECT_WORKER_CANCELLATION_POLL_SECONDS",
+                d.cancellation_poll_interval,
+            )?,
+            webserver_host: sources
+                .get("PREFECT_WORKER_WEBSERVER_HOST")
+                .map_or(d.webserver_host, str::to_owned),
+            webserver_port: sources
+                .parse("PREFECT_WORKER_WEBSERVER_PORT", "a port number")?
+                .unwrap_or(d.webserver_port),
+            logging_to_api_enabled: sources
+                .parse_bool("PREFECT_LOGGING_TO_API_ENABLED")?
+                .unwrap_or(true),
+            logging_to_api_batch_interval: secs(
+                "PREFECT_LOGGING_TO_API_BATCH_INTERVAL",
+                d.logging_to_api_batch_interval,
+            )?,
             logging_to_api_max_log_size: sources
                 .parse("PREFECT_LOGGING_TO_API_MAX_LOG_SIZE", "a size in bytes")?
                 .unwrap_or(d.logging_to_api_max_log_size),
-            debug_mode: sources.parse_bool("PREFECT_WORKER_DEBUG_MODE")?.unwrap_or(false),
+            debug_mode: sources
+                .parse_bool("PREFECT_WORKER_DEBUG_MODE")?
+                .unwrap_or(false),
         })
     }
 }
@@ -240,14 +319,20 @@ mod tests {
     use super::*;
 
     fn map(pairs: &[(&str, &str)]) -> IndexMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
     fn env_wins_over_profile_and_profile_over_default() {
         let s = SettingsSources::new(
             map(&[("PREFECT_WORKER_QUERY_SECONDS", "3")]),
-            map(&[("PREFECT_WORKER_QUERY_SECONDS", "7"), ("PREFECT_WORKER_HEARTBEAT_SECONDS", "9")]),
+            map(&[
+                ("PREFECT_WORKER_QUERY_SECONDS", "7"),
+                ("PREFECT_WORKER_HEARTBEAT_SECONDS", "9"),
+            ]),
         );
         let w = WorkerSettings::from_sources(&s).unwrap();
         assert_eq!(w.query_interval, Duration::from_secs(3));
@@ -257,7 +342,10 @@ mod tests {
 
     #[test]
     fn invalid_values_name_the_setting_but_not_the_value() {
-        let s = SettingsSources::new(map(&[("PREFECT_WORKER_QUERY_SECONDS", "sekrit")]), IndexMap::new());
+        let s = SettingsSources::new(
+            map(&[("PREFECT_WORKER_QUERY_SECONDS", "sekrit")]),
+            IndexMap::new(),
+        );
         let e = WorkerSettings::from_sources(&s).unwrap_err().to_string();
         assert!(e.contains("PREFECT_WORKER_QUERY_SECONDS"), "{e}");
         assert!(!e.contains("sekrit"), "{e}");
@@ -265,8 +353,14 @@ mod tests {
 
     #[test]
     fn prefetch_is_truncated_like_python_int() {
-        let s = SettingsSources::new(map(&[("PREFECT_WORKER_PREFETCH_SECONDS", "12.9")]), IndexMap::new());
-        assert_eq!(WorkerSettings::from_sources(&s).unwrap().prefetch_seconds, 12);
+        let s = SettingsSources::new(
+            map(&[("PREFECT_WORKER_PREFETCH_SECONDS", "12.9")]),
+            IndexMap::new(),
+        );
+        assert_eq!(
+            WorkerSettings::from_sources(&s).unwrap().prefetch_seconds,
+            12
+        );
     }
 
     #[test]
@@ -284,8 +378,16 @@ mod tests {
         assert_eq!(vals["PREFECT_WORKER_DEBUG_MODE"], "true");
         let (_, vals) = load_profile(&p, Some("b")).unwrap();
         assert_eq!(vals["PREFECT_API_URL"], "http://b/api");
-        assert!(matches!(load_profile(&p, Some("zz")), Err(SettingsError::UnknownProfile { .. })));
-        assert!(load_profile(&dir.path().join("none.toml"), None).unwrap().1.is_empty());
+        assert!(matches!(
+            load_profile(&p, Some("zz")),
+            Err(SettingsError::UnknownProfile { .. })
+        ));
+        assert!(
+            load_profile(&dir.path().join("none.toml"), None)
+                .unwrap()
+                .1
+                .is_empty()
+        );
     }
 
     #[test]

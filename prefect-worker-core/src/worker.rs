@@ -39,7 +39,10 @@ impl RunError {
     /// A new error with a type name and message.
     #[must_use]
     pub fn new(type_name: &'static str, message: impl Into<String>) -> Self {
-        Self { type_name, message: message.into() }
+        Self {
+            type_name,
+            message: message.into(),
+        }
     }
 }
 
@@ -123,7 +126,10 @@ pub trait Worker: Send + Sync + 'static {
         ctx: RunContext,
     ) -> Result<WorkerResult, RunError> {
         let _ = (flow_run, configuration, ctx);
-        Err(RunError::new("NotImplementedError", format!("this worker cannot resume infrastructure '{identifier}'")))
+        Err(RunError::new(
+            "NotImplementedError",
+            format!("this worker cannot resume infrastructure '{identifier}'"),
+        ))
     }
 
     /// Releases resources at shutdown. Runs once, after the last `run` has ended or been dropped.

@@ -17,11 +17,18 @@ use tokio::sync::Mutex;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientConfigError {
     /// `cluster_config` is not `{config: <kubeconfig>, context_name: <str>}`.
-    #[error("cluster_config is invalid: {0}. It must be a kubernetes-cluster-config block: {{\"config\": <kubeconfig as a dict>, \"context_name\": \"<context>\"}}")]
+    #[error(
+        "cluster_config is invalid: {0}. It must be a kubernetes-cluster-config block: {{\"config\": <kubeconfig as a dict>, \"context_name\": \"<context>\"}}"
+    )]
     InvalidClusterConfig(String),
     /// No usable configuration was found.
-    #[error("no Kubernetes configuration found: not in a cluster ({in_cluster}) and no kubeconfig ({kubeconfig}). Set KUBECONFIG or run the worker in a pod")]
-    NotFound { in_cluster: String, kubeconfig: String },
+    #[error(
+        "no Kubernetes configuration found: not in a cluster ({in_cluster}) and no kubeconfig ({kubeconfig}). Set KUBECONFIG or run the worker in a pod"
+    )]
+    NotFound {
+        in_cluster: String,
+        kubeconfig: String,
+    },
     /// The configuration was found but the client could not be built from it.
     #[error("cannot build a Kubernetes client: {0}")]
     Build(String),
@@ -45,7 +52,9 @@ pub struct ClientCache {
 
 impl std::fmt::Debug for ClientCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientCache").field("default_override", &self.default_override.is_some()).finish_non_exhaustive()
+        f.debug_struct("ClientCache")
+            .field("default_override", &self.default_override.is_some())
+            .finish_non_exhaustive()
     }
 }
 
@@ -54,11 +63,17 @@ impl ClientCache {
     /// (embedding applications, tests).
     #[must_use]
     pub fn with_default_config(config: Config) -> Self {
-        Self { clients: Arc::default(), default_override: Some(config) }
+        Self {
+            clients: Arc::default(),
+            default_override: Some(config),
+        }
     }
 
     /// The client for `cluster_config` (the run's), building it on first use.
-    pub async fn client(&self, cluster_config: Option<&Value>) -> Result<Client, ClientConfigError> {
+    pub async fn client(
+        &self,
+        cluster_config: Option<&Value>,
+    ) -> Result<Client, ClientConfigError> {
         let key = cluster_key(cluster_config);
         let mut clients = self.clients.lock().await;
         if let Some(c) = clients.get(&key) {
@@ -71,7 +86,8 @@ impl ClientCache {
             },
             Some(v) => config_from_block(v).await?,
         };
-        let client = Client::try_from(config).map_err(|e| ClientConfigError::Build(e.to_string()))?;
+        let client =
+            Client::try_from(config).map_err(|e| ClientConfigError::Build(e.to_string()))?;
         clients.insert(key, client.clone());
         Ok(client)
     }
@@ -84,17 +100,31 @@ async fn default_config() -> Result<Config, ClientConfigError> {
     };
     match Config::from_kubeconfig(&KubeConfigOptions::default()).await {
         Ok(c) => Ok(c),
-        Err(e) => Err(ClientConfigError::NotFound { in_cluster, kubeconfig: e.to_string() }),
+        Err(e) => Err(ClientConfigError::NotFound {
+            in_cluster,
+            kubeconfig: e.to_string(),
+        }),
     }
 }
 
 async fn config_from_block(block: &Value) -> Result<Config, ClientConfigError> {
-    let config = block.get("config").ok_or_else(|| ClientConfigError::InvalidClusterConfig("missing `config`".into()))?;
-    let kubeconfig: Kubeconfig = serde_json::from_value(config.clone())
-        .map_err(|e| ClientConfigError::InvalidClusterConfig(format!("`config` is not a kubeconfig: {e}")))?;
-    let context = block.get("context_name").and_then(Value::as_str).map(str::to_owned);
-    let options = KubeConfigOptions { context, ..KubeConfigOptions::default() };
-    Config::from_custom_kubeconfig(kubeconfig, &options).await.map_err(|e| ClientConfigError::Build(e.to_string()))
+    let config = block
+        .get("config")
+        .ok_or_else(|| ClientConfigError::InvalidClusterConfig("missing `config`".into()))?;
+    let kubeconfig: Kubeconfig = serde_json::from_value(config.clone()).map_err(|e| {
+        ClientConfigError::InvalidClusterConfig(format!("`config` is not a kubeconfig: {e}"))
+    })?;
+    let context = block
+        .get("context_name")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let options = KubeConfigOptions {
+        context,
+        ..KubeConfigOptions::default()
+    };
+    Config::from_custom_kubeconfig(kubeconfig, &options)
+        .await
+        .map_err(|e| ClientConfigError::Build(e.to_string()))
 }
 
 #[cfg(test)]
@@ -106,12 +136,18 @@ mod tests {
     fn keys_distinguish_configs() {
         assert_eq!(cluster_key(None), "");
         assert_eq!(cluster_key(Some(&Value::Null)), "");
-        assert_ne!(cluster_key(Some(&json!({"context_name": "a"}))), cluster_key(Some(&json!({"context_name": "b"}))));
+        assert_ne!(
+            cluster_key(Some(&json!({"context_name": "a"}))),
+            cluster_key(Some(&json!({"context_name": "b"})))
+        );
     }
 
     #[tokio::test]
     async fn invalid_block_names_the_field() {
-        let e = config_from_block(&json!({"context_name": "x"})).await.unwrap_err().to_string();
+        let e = config_from_block(&json!({"context_name": "x"}))
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("cluster_config") && e.contains("config"), "{e}");
     }
 }

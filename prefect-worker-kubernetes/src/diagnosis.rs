@@ -53,7 +53,10 @@ impl Category {
     /// pod-watch timeout crashes the run and deletes its Job.
     #[must_use]
     pub fn is_container_failure(self) -> bool {
-        matches!(self, Self::ImagePullError | Self::InvalidImageName | Self::CreateContainerConfigError)
+        matches!(
+            self,
+            Self::ImagePullError | Self::InvalidImageName | Self::CreateContainerConfigError
+        )
     }
 
     /// A scheduling delay that an autoscaling cluster may resolve by itself; only the
@@ -85,14 +88,21 @@ impl Diagnosis {
     /// `<summary>: <detail> Resolution: <resolution>`, the flow-run log line.
     #[must_use]
     pub fn message(&self) -> String {
-        format!("{}: {} Resolution: {}", self.summary, self.detail, self.resolution)
+        format!(
+            "{}: {} Resolution: {}",
+            self.summary, self.detail, self.resolution
+        )
     }
 }
 
 const NODE_PRESSURE: &str = "Check the nodes for memory, disk or PID pressure, and give the pod resource requests that place it on a node with room.";
 
 fn all_statuses(status: &PodStatus) -> impl Iterator<Item = &ContainerStatus> {
-    status.init_container_statuses.iter().flatten().chain(status.container_statuses.iter().flatten())
+    status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(status.container_statuses.iter().flatten())
 }
 
 fn join(a: &str, b: &str) -> String {
@@ -102,12 +112,17 @@ fn join(a: &str, b: &str) -> String {
 /// Diagnoses a pod from its status; the first matching rule wins (spec §6.3 order).
 #[must_use]
 pub fn diagnose_pod(status: &PodStatus) -> Option<Diagnosis> {
-    waiting(status).or_else(|| terminated(status)).or_else(|| unschedulable(status)).or_else(|| evicted(status))
+    waiting(status)
+        .or_else(|| terminated(status))
+        .or_else(|| unschedulable(status))
+        .or_else(|| evicted(status))
 }
 
 fn waiting(status: &PodStatus) -> Option<Diagnosis> {
     for cs in all_statuses(status) {
-        let Some(w) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) else { continue };
+        let Some(w) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) else {
+            continue;
+        };
         let reason = w.reason.as_deref().unwrap_or("");
         let message = w.message.as_deref().unwrap_or("");
         let name = &cs.name;
@@ -116,28 +131,40 @@ fn waiting(status: &PodStatus) -> Option<Diagnosis> {
                 level: DiagnosisLevel::Error,
                 category: Category::ImagePullError,
                 summary: format!("Image pull failed for container '{name}'"),
-                detail: join(&format!("Kubernetes cannot pull the container image. Reason: {reason}."), message),
+                detail: join(
+                    &format!("Kubernetes cannot pull the container image. Reason: {reason}."),
+                    message,
+                ),
                 resolution: "Check the image name and tag, that the image exists in the registry, and that image pull secrets are set for a private registry.",
             },
             "InvalidImageName" => Diagnosis {
                 level: DiagnosisLevel::Error,
                 category: Category::InvalidImageName,
                 summary: format!("Invalid image name for container '{name}'"),
-                detail: join("Kubernetes cannot parse the container image reference.", message),
+                detail: join(
+                    "Kubernetes cannot parse the container image reference.",
+                    message,
+                ),
                 resolution: "Fix the `image` job variable (or the job template's image): it must be a valid image reference such as `repo/name:tag`.",
             },
             "CreateContainerConfigError" => Diagnosis {
                 level: DiagnosisLevel::Error,
                 category: Category::CreateContainerConfigError,
                 summary: format!("Container '{name}' cannot be configured"),
-                detail: join("Kubernetes cannot build the container's configuration.", message),
+                detail: join(
+                    "Kubernetes cannot build the container's configuration.",
+                    message,
+                ),
                 resolution: "Check that every Secret and ConfigMap the container references (env valueFrom, envFrom, volumes) exists in the Job's namespace with the referenced keys.",
             },
             "CrashLoopBackOff" => Diagnosis {
                 level: DiagnosisLevel::Error,
                 category: Category::CrashLoopBackOff,
                 summary: format!("Container '{name}' is crash-looping"),
-                detail: join("The container keeps crashing soon after it starts.", message),
+                detail: join(
+                    "The container keeps crashing soon after it starts.",
+                    message,
+                ),
                 resolution: "Read the container's logs for the cause, and check its command, environment variables and mounted volumes.",
             },
             _ => continue,
@@ -149,7 +176,9 @@ fn waiting(status: &PodStatus) -> Option<Diagnosis> {
 
 fn terminated(status: &PodStatus) -> Option<Diagnosis> {
     for cs in all_statuses(status) {
-        let Some(t) = cs.state.as_ref().and_then(|s| s.terminated.as_ref()) else { continue };
+        let Some(t) = cs.state.as_ref().and_then(|s| s.terminated.as_ref()) else {
+            continue;
+        };
         let name = &cs.name;
         match t.reason.as_deref() {
             Some("OOMKilled") => {
@@ -166,7 +195,9 @@ fn terminated(status: &PodStatus) -> Option<Diagnosis> {
                     level: DiagnosisLevel::Warning,
                     category: Category::Evicted,
                     summary: format!("Container '{name}' was evicted"),
-                    detail: "The pod was evicted, most likely because its node ran short of resources.".into(),
+                    detail:
+                        "The pod was evicted, most likely because its node ran short of resources."
+                            .into(),
                     resolution: NODE_PRESSURE,
                 });
             }
@@ -202,7 +233,10 @@ fn unschedulable(status: &PodStatus) -> Option<Diagnosis> {
         level: DiagnosisLevel::Warning,
         category: unschedulable_category(message),
         summary: "Pod is unschedulable".into(),
-        detail: join("Kubernetes cannot find a suitable node to run this pod.", message),
+        detail: join(
+            "Kubernetes cannot find a suitable node to run this pod.",
+            message,
+        ),
         resolution: "Check that the cluster has nodes with enough resources, matching node selectors and tolerations; scale the cluster up or lower the pod's resource requests.",
     })
 }
@@ -215,7 +249,10 @@ fn evicted(status: &PodStatus) -> Option<Diagnosis> {
         level: DiagnosisLevel::Warning,
         category: Category::Evicted,
         summary: "Pod was evicted".into(),
-        detail: join("The pod was evicted from its node.", status.message.as_deref().unwrap_or("")),
+        detail: join(
+            "The pod was evicted from its node.",
+            status.message.as_deref().unwrap_or(""),
+        ),
         resolution: NODE_PRESSURE,
     })
 }
@@ -227,7 +264,12 @@ pub fn diagnose_job_events(events: &[Event]) -> Option<Diagnosis> {
     let e = events
         .iter()
         .filter(|e| e.reason.as_deref() == Some("FailedCreate"))
-        .max_by_key(|e| e.last_timestamp.as_ref().map(|t| t.0).or_else(|| e.event_time.as_ref().map(|t| t.0)))?;
+        .max_by_key(|e| {
+            e.last_timestamp
+                .as_ref()
+                .map(|t| t.0)
+                .or_else(|| e.event_time.as_ref().map(|t| t.0))
+        })?;
     let message = e.message.as_deref().unwrap_or("");
     let quota = message.contains("exceeded quota");
     Some(Diagnosis {
@@ -262,38 +304,76 @@ mod tests {
         let d = diagnose_pod(&s).unwrap();
         assert_eq!(d.category, Category::ImagePullError);
         assert!(d.category.is_container_failure());
-        assert!(d.message().starts_with("Image pull failed for container 'prefect-job': Kubernetes cannot pull"));
-        assert!(d.detail.contains("Reason: ImagePullBackOff. Back-off pulling image"));
+        assert!(
+            d.message().starts_with(
+                "Image pull failed for container 'prefect-job': Kubernetes cannot pull"
+            )
+        );
+        assert!(
+            d.detail
+                .contains("Reason: ImagePullBackOff. Back-off pulling image")
+        );
     }
 
     #[test]
     fn unschedulable_categories() {
-        assert_eq!(unschedulable_category("0/3 nodes are available: 3 node(s) had untolerated taint {a: b}."), Category::UnschedulableTaint);
-        assert_eq!(unschedulable_category("didn't match Pod's node affinity/selector"), Category::UnschedulableNodeAffinity);
-        assert_eq!(unschedulable_category("0/1 nodes are available: 1 Insufficient cpu."), Category::UnschedulableInsufficientResources);
+        assert_eq!(
+            unschedulable_category(
+                "0/3 nodes are available: 3 node(s) had untolerated taint {a: b}."
+            ),
+            Category::UnschedulableTaint
+        );
+        assert_eq!(
+            unschedulable_category("didn't match Pod's node affinity/selector"),
+            Category::UnschedulableNodeAffinity
+        );
+        assert_eq!(
+            unschedulable_category("0/1 nodes are available: 1 Insufficient cpu."),
+            Category::UnschedulableInsufficientResources
+        );
         assert_eq!(unschedulable_category("weird"), Category::Unschedulable);
-        let s = status(json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/1 nodes are available: 1 Insufficient cpu."}]}));
+        let s = status(
+            json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/1 nodes are available: 1 Insufficient cpu."}]}),
+        );
         let d = diagnose_pod(&s).unwrap();
         assert!(d.category.is_scheduling_delay());
-        assert_eq!(d.detail, "Kubernetes cannot find a suitable node to run this pod. 0/1 nodes are available: 1 Insufficient cpu.");
+        assert_eq!(
+            d.detail,
+            "Kubernetes cannot find a suitable node to run this pod. 0/1 nodes are available: 1 Insufficient cpu."
+        );
     }
 
     #[test]
     fn oom_and_eviction() {
-        let s = status(json!({"phase": "Failed", "containerStatuses": [{"name": "prefect-job", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
-            "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]}));
+        let s = status(
+            json!({"phase": "Failed", "containerStatuses": [{"name": "prefect-job", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]}),
+        );
         assert_eq!(diagnose_pod(&s).unwrap().category, Category::OomKilled);
-        let s = status(json!({"phase": "Failed", "reason": "Evicted", "message": "The node was low on resource: memory."}));
+        let s = status(
+            json!({"phase": "Failed", "reason": "Evicted", "message": "The node was low on resource: memory."}),
+        );
         let d = diagnose_pod(&s).unwrap();
-        assert_eq!((d.category, d.level), (Category::Evicted, DiagnosisLevel::Warning));
+        assert_eq!(
+            (d.category, d.level),
+            (Category::Evicted, DiagnosisLevel::Warning)
+        );
         assert!(d.detail.ends_with("low on resource: memory."));
     }
 
     #[test]
     fn config_and_invalid_image() {
-        for (reason, cat) in [("CreateContainerConfigError", Category::CreateContainerConfigError), ("InvalidImageName", Category::InvalidImageName)] {
-            let s = status(json!({"containerStatuses": [{"name": "prefect-job", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
-                "state": {"waiting": {"reason": reason, "message": "m"}}}]}));
+        for (reason, cat) in [
+            (
+                "CreateContainerConfigError",
+                Category::CreateContainerConfigError,
+            ),
+            ("InvalidImageName", Category::InvalidImageName),
+        ] {
+            let s = status(
+                json!({"containerStatuses": [{"name": "prefect-job", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"waiting": {"reason": reason, "message": "m"}}}]}),
+            );
             let d = diagnose_pod(&s).unwrap();
             assert_eq!(d.category, cat);
             assert!(d.category.is_container_failure());

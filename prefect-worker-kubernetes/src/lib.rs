@@ -13,4 +13,6 @@ pub mod worker;
 
 pub use worker::{KubernetesSettings, KubernetesWorker, KubernetesWorkerOptions};
 
-pub use configuration::{KubernetesWorkerJobConfiguration, KubernetesWorkerVariables, preview_from_golden_input};
+pub use configuration::{
+    KubernetesWorkerJobConfiguration, KubernetesWorkerVariables, preview_from_golden_input,
+};

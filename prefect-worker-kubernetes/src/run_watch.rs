@@ -153,7 +153,10 @@ impl RunWatch {
     /// Reports the deletion after the replacement check found no other active Job.
     pub fn job_deleted_confirmed(&mut self) -> Action {
         self.finished = true;
-        Action::Finish(Outcome { status_code: -1, detail: Some("Kubernetes job was deleted".into()) })
+        Action::Finish(Outcome {
+            status_code: -1,
+            detail: Some("Kubernetes job was deleted".into()),
+        })
     }
 
     /// A new version of one of the Job's pods.
@@ -163,8 +166,14 @@ impl RunWatch {
         }
         let name = pod.metadata.name.clone().unwrap_or_default();
         // A pod without a phase yet is pending (the API server has not defaulted its status).
-        let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_else(|| "Pending".to_owned());
-        let running = phase == "Running" || phase == "Succeeded" || phase == "Failed" && primary_started(&pod);
+        let phase = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_else(|| "Pending".to_owned());
+        let running = phase == "Running"
+            || phase == "Succeeded"
+            || phase == "Failed" && primary_started(&pod);
         if running && self.started_at.is_none() {
             self.started_at = Some(now);
         }
@@ -192,7 +201,9 @@ impl RunWatch {
         if self.finished {
             return Vec::new();
         }
-        let Some(d) = diagnose_job_events(events) else { return Vec::new() };
+        let Some(d) = diagnose_job_events(events) else {
+            return Vec::new();
+        };
         self.job_events_diagnosis = Some(d.clone());
         let mut actions = self.note_diagnosis(d);
         actions.extend(self.on_tick(now));
@@ -211,10 +222,18 @@ impl RunWatch {
     /// The diagnosis of why the Job's pod is not running now, if any.
     #[must_use]
     pub fn current_diagnosis(&self) -> Option<Diagnosis> {
-        if let Some(d) = self.pods_newest_first().into_iter().find_map(|p| p.status.as_ref().and_then(diagnose_pod)) {
+        if let Some(d) = self
+            .pods_newest_first()
+            .into_iter()
+            .find_map(|p| p.status.as_ref().and_then(diagnose_pod))
+        {
             return Some(d);
         }
-        if self.pods.is_empty() { self.job_events_diagnosis.clone() } else { None }
+        if self.pods.is_empty() {
+            self.job_events_diagnosis.clone()
+        } else {
+            None
+        }
     }
 
     /// Checks the time limits.
@@ -223,47 +242,50 @@ impl RunWatch {
             return Vec::new();
         }
         let since_created = now.saturating_duration_since(self.created_at);
-        if let (Some(limit), Some(started)) = (self.limits.job_run, self.started_at) {
-            if now.saturating_duration_since(started) >= limit && self.job_outcome().is_none() {
-                self.finished = true;
-                return vec![Action::DeleteJobAndFinish(Outcome {
-                    status_code: -1,
-                    detail: Some(format!(
-                        "Job did not complete within timeout of {}s (job_watch_timeout_seconds); the Job was deleted.",
-                        limit.as_secs()
-                    )),
-                })];
-            }
+        if let (Some(limit), Some(started)) = (self.limits.job_run, self.started_at)
+            && now.saturating_duration_since(started) >= limit
+            && self.job_outcome().is_none()
+        {
+            self.finished = true;
+            return vec![Action::DeleteJobAndFinish(Outcome {
+                status_code: -1,
+                detail: Some(format!(
+                    "Job did not complete within timeout of {}s (job_watch_timeout_seconds); the Job was deleted.",
+                    limit.as_secs()
+                )),
+            })];
         }
         if self.started_at.is_some() {
             return Vec::new();
         }
         let diagnosis = self.current_diagnosis();
-        if let (Some(limit), Some(d)) = (self.limits.pod_start, &diagnosis) {
-            if since_created >= limit && d.category.is_container_failure() {
-                self.finished = true;
-                return vec![Action::DeleteJobAndFinish(Outcome {
-                    status_code: -1,
-                    detail: Some(format!(
-                        "Pod did not start within {}s (pod_watch_timeout_seconds). {}",
-                        limit.as_secs(),
-                        d.message()
-                    )),
-                })];
-            }
+        if let (Some(limit), Some(d)) = (self.limits.pod_start, &diagnosis)
+            && since_created >= limit
+            && d.category.is_container_failure()
+        {
+            self.finished = true;
+            return vec![Action::DeleteJobAndFinish(Outcome {
+                status_code: -1,
+                detail: Some(format!(
+                    "Pod did not start within {}s (pod_watch_timeout_seconds). {}",
+                    limit.as_secs(),
+                    d.message()
+                )),
+            })];
         }
-        if let Some(limit) = self.limits.pending {
-            if since_created >= limit {
-                self.finished = true;
-                let why = diagnosis.map_or_else(|| "No diagnosis is available.".to_owned(), |d| d.message());
-                return vec![Action::DeleteJobAndFinish(Outcome {
-                    status_code: -1,
-                    detail: Some(format!(
-                        "Pod did not start within {}s (PREFECT_INTEGRATIONS_KUBERNETES_WORKER_PENDING_TIMEOUT_SECONDS). {why}",
-                        limit.as_secs()
-                    )),
-                })];
-            }
+        if let Some(limit) = self.limits.pending
+            && since_created >= limit
+        {
+            self.finished = true;
+            let why =
+                diagnosis.map_or_else(|| "No diagnosis is available.".to_owned(), |d| d.message());
+            return vec![Action::DeleteJobAndFinish(Outcome {
+                status_code: -1,
+                detail: Some(format!(
+                    "Pod did not start within {}s (PREFECT_INTEGRATIONS_KUBERNETES_WORKER_PENDING_TIMEOUT_SECONDS). {why}",
+                    limit.as_secs()
+                )),
+            })];
         }
         Vec::new()
     }
@@ -294,7 +316,11 @@ impl RunWatch {
     /// pass them to [`RunWatch::explain_failure`].
     #[must_use]
     pub fn failure_needs_pods(&self, outcome: &Outcome) -> bool {
-        outcome.status_code == -1 && self.job.is_some() && self.pods.values().all(|p| primary_exit_code(p).is_none() && p.status.as_ref().and_then(diagnose_pod).is_none())
+        outcome.status_code == -1
+            && self.job.is_some()
+            && self.pods.values().all(|p| {
+                primary_exit_code(p).is_none() && p.status.as_ref().and_then(diagnose_pod).is_none()
+            })
     }
 
     /// Recomputes the outcome of a failed Job with `pods` read directly from the API.
@@ -311,39 +337,70 @@ impl RunWatch {
     fn job_outcome(&self) -> Option<Outcome> {
         let job = self.job.as_ref()?;
         let conditions = job.status.as_ref().and_then(|s| s.conditions.as_ref())?;
-        let is = |t: &str| conditions.iter().any(|c| c.type_ == t && c.status == "True");
+        let is = |t: &str| {
+            conditions
+                .iter()
+                .any(|c| c.type_ == t && c.status == "True")
+        };
         if is("Complete") {
-            return Some(Outcome { status_code: 0, detail: None });
+            return Some(Outcome {
+                status_code: 0,
+                detail: None,
+            });
         }
-        let failed = conditions.iter().find(|c| c.type_ == "Failed" && c.status == "True")?;
+        let failed = conditions
+            .iter()
+            .find(|c| c.type_ == "Failed" && c.status == "True")?;
         let reason = failed.reason.clone().unwrap_or_default();
         let message = failed.message.clone().unwrap_or_default();
-        let condition_text = format!("Job failed: {reason}: {message}").trim_end_matches([' ', ':']).to_owned();
+        let condition_text = format!("Job failed: {reason}: {message}")
+            .trim_end_matches([' ', ':'])
+            .to_owned();
         // The newest failed pod says why.
         for pod in self.pods_newest_first() {
             let status = pod.status.as_ref();
             let diagnosis = status.and_then(diagnose_pod);
             if let Some(code) = primary_exit_code(pod) {
-                let detail = diagnosis.map_or_else(|| condition_text.clone(), |d| format!("{} {condition_text}", d.message()));
-                return Some(Outcome { status_code: code, detail: Some(detail) });
+                let detail = diagnosis.map_or_else(
+                    || condition_text.clone(),
+                    |d| format!("{} {condition_text}", d.message()),
+                );
+                return Some(Outcome {
+                    status_code: code,
+                    detail: Some(detail),
+                });
             }
             if let Some(d) = diagnosis {
-                return Some(Outcome { status_code: -1, detail: Some(format!("{} {condition_text}", d.message())) });
+                return Some(Outcome {
+                    status_code: -1,
+                    detail: Some(format!("{} {condition_text}", d.message())),
+                });
             }
         }
-        Some(Outcome { status_code: -1, detail: Some(condition_text) })
+        Some(Outcome {
+            status_code: -1,
+            detail: Some(condition_text),
+        })
     }
 }
 
 fn primary_status(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::ContainerStatus> {
     let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
-    statuses.iter().find(|c| c.name == PRIMARY_CONTAINER).or_else(|| statuses.first())
+    statuses
+        .iter()
+        .find(|c| c.name == PRIMARY_CONTAINER)
+        .or_else(|| statuses.first())
 }
 
 fn primary_started(pod: &Pod) -> bool {
     primary_status(pod).is_some_and(|c| {
         let s = c.state.as_ref();
-        s.is_some_and(|s| s.running.is_some() || s.terminated.as_ref().is_some_and(|t| t.started_at.is_some()))
+        s.is_some_and(|s| {
+            s.running.is_some()
+                || s.terminated
+                    .as_ref()
+                    .is_some_and(|t| t.started_at.is_some())
+        })
     })
 }
 
@@ -351,11 +408,16 @@ fn primary_started(pod: &Pod) -> bool {
 #[must_use]
 pub fn primary_exit_code(pod: &Pod) -> Option<i64> {
     let c = primary_status(pod)?;
-    let t = c.state.as_ref().and_then(|s| s.terminated.as_ref()).or_else(|| c.last_state.as_ref().and_then(|s| s.terminated.as_ref()))?;
+    let t = c
+        .state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref())
+        .or_else(|| c.last_state.as_ref().and_then(|s| s.terminated.as_ref()))?;
     Some(i64::from(t.exit_code))
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_pass_by_value)] // JSON fixtures read best passed by value
 mod tests {
     use super::*;
     use serde_json::json;
@@ -378,8 +440,17 @@ mod tests {
         let mut w = RunWatch::new(Limits::default(), t);
         assert!(w.on_job(job(json!([])), t).is_empty());
         let a = w.on_job(job(json!([{"type": "SuccessCriteriaMet", "status": "True"}, {"type": "Complete", "status": "True"}])), t);
-        assert_eq!(a, vec![Action::Finish(Outcome { status_code: 0, detail: None })]);
-        assert!(w.on_job(job(json!([])), t).is_empty(), "finished runs report once");
+        assert_eq!(
+            a,
+            vec![Action::Finish(Outcome {
+                status_code: 0,
+                detail: None
+            })]
+        );
+        assert!(
+            w.on_job(job(json!([])), t).is_empty(),
+            "finished runs report once"
+        );
     }
 
     #[test]
@@ -388,19 +459,34 @@ mod tests {
         let mut w = RunWatch::new(Limits::default(), t);
         w.on_pod(pod("p1", json!({"phase": "Failed", "containerStatuses": container(json!({"terminated": {"exitCode": 3, "reason": "Error", "startedAt": "2026-01-01T00:00:01Z"}}))})), t);
         let a = w.on_job(job(json!([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}])), t);
-        let Action::Finish(o) = &a[0] else { panic!("{a:?}") };
+        let Action::Finish(o) = &a[0] else {
+            panic!("{a:?}")
+        };
         assert_eq!(o.status_code, 3);
-        assert!(o.detail.as_deref().unwrap().contains("BackoffLimitExceeded"));
+        assert!(
+            o.detail
+                .as_deref()
+                .unwrap()
+                .contains("BackoffLimitExceeded")
+        );
     }
 
     #[test]
     fn a_failed_job_seen_before_its_pod_is_explained_by_the_pods_read_later() {
         let t = Instant::now();
         let mut w = RunWatch::new(Limits::default(), t);
-        let a = w.on_job(job(json!([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}])), t);
-        let Action::Finish(o) = &a[0] else { panic!("{a:?}") };
+        let a = w.on_job(
+            job(json!([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}])),
+            t,
+        );
+        let Action::Finish(o) = &a[0] else {
+            panic!("{a:?}")
+        };
         assert!(w.failure_needs_pods(o));
-        let p = pod("p1", json!({"phase": "Failed", "containerStatuses": container(json!({"terminated": {"exitCode": 3, "reason": "Error"}}))}));
+        let p = pod(
+            "p1",
+            json!({"phase": "Failed", "containerStatuses": container(json!({"terminated": {"exitCode": 3, "reason": "Error"}}))}),
+        );
         assert_eq!(w.explain_failure(vec![p]).unwrap().status_code, 3);
     }
 
@@ -410,8 +496,13 @@ mod tests {
         let mut w = RunWatch::new(Limits::default(), t);
         let a = w.on_pod(pod("p1", json!({"phase": "Failed", "containerStatuses": container(json!({"terminated": {"exitCode": 137, "reason": "OOMKilled", "startedAt": "2026-01-01T00:00:01Z"}}))})), t);
         assert!(matches!(&a[..], [Action::Log(d)] if d.category == Category::OomKilled));
-        let a = w.on_job(job(json!([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}])), t);
-        let Action::Finish(o) = &a[0] else { panic!("{a:?}") };
+        let a = w.on_job(
+            job(json!([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}])),
+            t,
+        );
+        let Action::Finish(o) = &a[0] else {
+            panic!("{a:?}")
+        };
         assert_eq!(o.status_code, 137);
         assert!(o.detail.as_deref().unwrap().contains("OOMKilled"));
     }
@@ -420,9 +511,20 @@ mod tests {
     fn evicted_pod_without_exit_code_is_minus_one_with_reason() {
         let t = Instant::now();
         let mut w = RunWatch::new(Limits::default(), t);
-        w.on_pod(pod("p1", json!({"phase": "Failed", "reason": "Evicted", "message": "low memory"})), t);
-        let a = w.on_job(job(json!([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}])), t);
-        let Action::Finish(o) = &a[0] else { panic!("{a:?}") };
+        w.on_pod(
+            pod(
+                "p1",
+                json!({"phase": "Failed", "reason": "Evicted", "message": "low memory"}),
+            ),
+            t,
+        );
+        let a = w.on_job(
+            job(json!([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}])),
+            t,
+        );
+        let Action::Finish(o) = &a[0] else {
+            panic!("{a:?}")
+        };
         assert_eq!(o.status_code, -1);
         assert!(o.detail.as_deref().unwrap().starts_with("Pod was evicted"));
     }
@@ -431,14 +533,23 @@ mod tests {
     fn a_failed_pod_under_backoff_keeps_waiting() {
         let t = Instant::now();
         let mut w = RunWatch::new(Limits::default(), t);
-        w.on_pod(pod("p1", json!({"phase": "Failed", "reason": "Evicted"})), t);
-        assert!(w.on_job(job(json!([])), t).is_empty(), "no Failed condition yet: Kubernetes retries");
+        w.on_pod(
+            pod("p1", json!({"phase": "Failed", "reason": "Evicted"})),
+            t,
+        );
+        assert!(
+            w.on_job(job(json!([])), t).is_empty(),
+            "no Failed condition yet: Kubernetes retries"
+        );
     }
 
     #[test]
     fn image_pull_error_crashes_at_pod_watch_timeout_and_deletes_the_job() {
         let t = Instant::now();
-        let limits = Limits { pod_start: Some(Duration::from_secs(60)), ..Limits::default() };
+        let limits = Limits {
+            pod_start: Some(Duration::from_secs(60)),
+            ..Limits::default()
+        };
         let mut w = RunWatch::new(limits, t);
         let a = w.on_pod(pod("p1", json!({"phase": "Pending", "containerStatuses": container(json!({"waiting": {"reason": "ErrImagePull"}}))})), t);
         assert!(a.contains(&Action::ProposeInfrastructurePending));
@@ -446,7 +557,9 @@ mod tests {
         assert_eq!(w.next_deadline(), Some(t + Duration::from_secs(60)));
         assert!(w.on_tick(t + Duration::from_secs(59)).is_empty());
         let a = w.on_tick(t + Duration::from_secs(60));
-        let [Action::DeleteJobAndFinish(o)] = &a[..] else { panic!("{a:?}") };
+        let [Action::DeleteJobAndFinish(o)] = &a[..] else {
+            panic!("{a:?}")
+        };
         assert!(o.detail.as_deref().unwrap().contains("Image pull failed"));
     }
 
@@ -454,26 +567,54 @@ mod tests {
     fn unschedulable_is_not_crashed_by_pod_watch_timeout_only_by_pending_timeout() {
         let t = Instant::now();
         let unsched = json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/1 nodes are available: 1 Insufficient cpu."}]});
-        let mut w = RunWatch::new(Limits { pod_start: Some(Duration::from_secs(5)), ..Limits::default() }, t);
+        let mut w = RunWatch::new(
+            Limits {
+                pod_start: Some(Duration::from_secs(5)),
+                ..Limits::default()
+            },
+            t,
+        );
         w.on_pod(pod("p1", unsched.clone()), t);
         assert!(w.on_tick(t + Duration::from_secs(3600)).is_empty());
-        let mut w = RunWatch::new(Limits { pod_start: Some(Duration::from_secs(5)), pending: Some(Duration::from_secs(30)), ..Limits::default() }, t);
+        let mut w = RunWatch::new(
+            Limits {
+                pod_start: Some(Duration::from_secs(5)),
+                pending: Some(Duration::from_secs(30)),
+                ..Limits::default()
+            },
+            t,
+        );
         w.on_pod(pod("p1", unsched), t);
         assert!(w.on_tick(t + Duration::from_secs(29)).is_empty());
         let a = w.on_tick(t + Duration::from_secs(30));
-        let [Action::DeleteJobAndFinish(o)] = &a[..] else { panic!("{a:?}") };
-        assert!(o.detail.as_deref().unwrap().contains("Pod is unschedulable"));
+        let [Action::DeleteJobAndFinish(o)] = &a[..] else {
+            panic!("{a:?}")
+        };
+        assert!(
+            o.detail
+                .as_deref()
+                .unwrap()
+                .contains("Pod is unschedulable")
+        );
     }
 
     #[test]
     fn job_watch_timeout_counts_from_pod_start() {
         let t = Instant::now();
-        let mut w = RunWatch::new(Limits { job_run: Some(Duration::from_secs(10)), ..Limits::default() }, t);
+        let mut w = RunWatch::new(
+            Limits {
+                job_run: Some(Duration::from_secs(10)),
+                ..Limits::default()
+            },
+            t,
+        );
         assert_eq!(w.next_deadline(), None, "no pod started yet");
         w.on_pod(pod("p1", json!({"phase": "Running", "containerStatuses": container(json!({"running": {"startedAt": "2026-01-01T00:00:01Z"}}))})), t + Duration::from_secs(100));
         assert_eq!(w.next_deadline(), Some(t + Duration::from_secs(110)));
         let a = w.on_tick(t + Duration::from_secs(110));
-        assert!(matches!(&a[..], [Action::DeleteJobAndFinish(o)] if o.detail.as_deref().unwrap().contains("job_watch_timeout_seconds")));
+        assert!(
+            matches!(&a[..], [Action::DeleteJobAndFinish(o)] if o.detail.as_deref().unwrap().contains("job_watch_timeout_seconds"))
+        );
     }
 
     #[test]
@@ -482,19 +623,60 @@ mod tests {
         let mut w = RunWatch::new(Limits::default(), t);
         w.on_job(job(json!([])), t);
         assert_eq!(w.on_job_deleted(), vec![Action::CheckJobDeleted]);
-        assert_eq!(w.job_deleted_confirmed(), Action::Finish(Outcome { status_code: -1, detail: Some("Kubernetes job was deleted".into()) }));
+        assert_eq!(
+            w.job_deleted_confirmed(),
+            Action::Finish(Outcome {
+                status_code: -1,
+                detail: Some("Kubernetes job was deleted".into())
+            })
+        );
     }
 
     #[test]
     fn diagnoses_are_logged_once_per_change() {
         let t = Instant::now();
         let mut w = RunWatch::new(Limits::default(), t);
-        let p = pod("p1", json!({"phase": "Pending", "containerStatuses": container(json!({"waiting": {"reason": "ErrImagePull"}}))}));
-        assert_eq!(w.on_pod(p.clone(), t).iter().filter(|a| matches!(a, Action::Log(_))).count(), 1);
-        assert_eq!(w.on_pod(p, t).iter().filter(|a| matches!(a, Action::Log(_))).count(), 0);
-        let p2 = pod("p1", json!({"phase": "Pending", "containerStatuses": container(json!({"waiting": {"reason": "ImagePullBackOff"}}))}));
-        assert_eq!(w.on_pod(p2, t).iter().filter(|a| matches!(a, Action::Log(_))).count(), 0, "the same problem, another reason");
-        let p3 = pod("p1", json!({"phase": "Pending", "containerStatuses": container(json!({"waiting": {"reason": "CreateContainerConfigError"}}))}));
-        assert_eq!(w.on_pod(p3, t).iter().filter(|a| matches!(a, Action::Log(_))).count(), 1, "a new problem is logged");
+        let p = pod(
+            "p1",
+            json!({"phase": "Pending", "containerStatuses": container(json!({"waiting": {"reason": "ErrImagePull"}}))}),
+        );
+        assert_eq!(
+            w.on_pod(p.clone(), t)
+                .iter()
+                .filter(|a| matches!(a, Action::Log(_)))
+                .count(),
+            1
+        );
+        assert_eq!(
+            w.on_pod(p, t)
+                .iter()
+                .filter(|a| matches!(a, Action::Log(_)))
+                .count(),
+            0
+        );
+        let p2 = pod(
+            "p1",
+            json!({"phase": "Pending", "containerStatuses": container(json!({"waiting": {"reason": "ImagePullBackOff"}}))}),
+        );
+        assert_eq!(
+            w.on_pod(p2, t)
+                .iter()
+                .filter(|a| matches!(a, Action::Log(_)))
+                .count(),
+            0,
+            "the same problem, another reason"
+        );
+        let p3 = pod(
+            "p1",
+            json!({"phase": "Pending", "containerStatuses": container(json!({"waiting": {"reason": "CreateContainerConfigError"}}))}),
+        );
+        assert_eq!(
+            w.on_pod(p3, t)
+                .iter()
+                .filter(|a| matches!(a, Action::Log(_)))
+                .count(),
+            1,
+            "a new problem is logged"
+        );
     }
 }

@@ -14,8 +14,8 @@ use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
-use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -45,19 +45,19 @@ struct NamespaceIndex {
 
 impl NamespaceIndex {
     fn notify(&mut self, job_name: &str, obs: Observation) {
-        if let Some(tx) = self.subscribers.get(job_name) {
-            if tx.send(obs).is_err() {
-                self.subscribers.remove(job_name);
-            }
+        if let Some(tx) = self.subscribers.get(job_name)
+            && tx.send(obs).is_err()
+        {
+            self.subscribers.remove(job_name);
         }
     }
 
     fn apply_job(&mut self, job: Job, relisting: bool) {
-        let Some(name) = job.metadata.name.clone() else { return };
-        if relisting {
-            if let Some(s) = self.relist_jobs.as_mut() {
-                s.insert(name.clone());
-            }
+        let Some(name) = job.metadata.name.clone() else {
+            return;
+        };
+        if relisting && let Some(s) = self.relist_jobs.as_mut() {
+            s.insert(name.clone());
         }
         let job = Arc::new(strip_job(job));
         self.jobs.insert(name.clone(), job.clone());
@@ -71,11 +71,11 @@ impl NamespaceIndex {
     }
 
     fn apply_pod(&mut self, pod: Pod, relisting: bool) {
-        let Some(name) = pod.metadata.name.clone() else { return };
-        if relisting {
-            if let Some(s) = self.relist_pods.as_mut() {
-                s.insert(name.clone());
-            }
+        let Some(name) = pod.metadata.name.clone() else {
+            return;
+        };
+        if relisting && let Some(s) = self.relist_pods.as_mut() {
+            s.insert(name.clone());
         }
         let job = pod_job_name(&pod);
         let pod = Arc::new(strip_pod(pod));
@@ -86,16 +86,21 @@ impl NamespaceIndex {
     }
 
     fn delete_pod(&mut self, name: &str) {
-        if let Some(pod) = self.pods.remove(name) {
-            if let Some(job) = pod_job_name(&pod) {
-                self.notify(&job, Observation::PodDeleted(name.to_owned()));
-            }
+        if let Some(pod) = self.pods.remove(name)
+            && let Some(job) = pod_job_name(&pod)
+        {
+            self.notify(&job, Observation::PodDeleted(name.to_owned()));
         }
     }
 
     fn finish_job_relist(&mut self) {
         if let Some(seen) = self.relist_jobs.take() {
-            let gone: Vec<String> = self.jobs.keys().filter(|k| !seen.contains(*k)).cloned().collect();
+            let gone: Vec<String> = self
+                .jobs
+                .keys()
+                .filter(|k| !seen.contains(*k))
+                .cloned()
+                .collect();
             for name in gone {
                 self.delete_job(&name);
             }
@@ -104,7 +109,12 @@ impl NamespaceIndex {
 
     fn finish_pod_relist(&mut self) {
         if let Some(seen) = self.relist_pods.take() {
-            let gone: Vec<String> = self.pods.keys().filter(|k| !seen.contains(*k)).cloned().collect();
+            let gone: Vec<String> = self
+                .pods
+                .keys()
+                .filter(|k| !seen.contains(*k))
+                .cloned()
+                .collect();
             for name in gone {
                 self.delete_pod(&name);
             }
@@ -117,7 +127,11 @@ impl NamespaceIndex {
         if let Some(j) = self.jobs.get(job) {
             let _ = tx.send(Observation::Job(j.clone()));
         }
-        for p in self.pods.values().filter(|p| pod_job_name(p).as_deref() == Some(job)) {
+        for p in self
+            .pods
+            .values()
+            .filter(|p| pod_job_name(p).as_deref() == Some(job))
+        {
             let _ = tx.send(Observation::Pod(p.clone()));
         }
         self.subscribers.insert(job.to_owned(), tx);
@@ -127,7 +141,10 @@ impl NamespaceIndex {
 
 fn pod_job_name(pod: &Pod) -> Option<String> {
     let labels = pod.metadata.labels.as_ref()?;
-    labels.get(JOB_NAME_LABEL).or_else(|| labels.get("batch.kubernetes.io/job-name")).cloned()
+    labels
+        .get(JOB_NAME_LABEL)
+        .or_else(|| labels.get("batch.kubernetes.io/job-name"))
+        .cloned()
 }
 
 /// Managed fields are large and useless here; dropping them keeps 1,000 tracked runs small.
@@ -186,14 +203,20 @@ impl Drop for Subscription {
 
 fn lock(index: &Mutex<NamespaceIndex>) -> std::sync::MutexGuard<'_, NamespaceIndex> {
     // Every mutation is a single map operation; a panic elsewhere cannot leave it half-done.
-    index.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    index
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Tracker {
     /// A tracker whose watches select `label_selector`.
     #[must_use]
     pub fn new(label_selector: String) -> Self {
-        Self { selector: label_selector, namespaces: Arc::default(), stop: CancellationToken::new() }
+        Self {
+            selector: label_selector,
+            namespaces: Arc::default(),
+            stop: CancellationToken::new(),
+        }
     }
 
     /// The label selector the watches use.
@@ -212,7 +235,10 @@ impl Tracker {
     /// with `client` when it is the first.
     pub fn subscribe(&self, key: &WatchKey, client: &Client, job: &str) -> Subscription {
         let index = {
-            let mut namespaces = self.namespaces.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut namespaces = self
+                .namespaces
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             namespaces
                 .entry(key.clone())
                 .or_insert_with(|| {
@@ -224,7 +250,11 @@ impl Tracker {
                 .clone()
         };
         let observations = lock(&index).subscribe(job);
-        Subscription { observations, index, job: job.to_owned() }
+        Subscription {
+            observations,
+            index,
+            job: job.to_owned(),
+        }
     }
 
     fn start_watches(&self, key: &WatchKey, client: Client, index: Arc<Mutex<NamespaceIndex>>) {
@@ -232,7 +262,13 @@ impl Tracker {
         let jobs: Api<Job> = Api::namespaced(client.clone(), &key.namespace);
         let pods: Api<Pod> = Api::namespaced(client, &key.namespace);
         tracing::info!(namespace = %key.namespace, selector = %self.selector, "watching Jobs and Pods");
-        tokio::spawn(run_watch(jobs, config.clone(), index.clone(), self.stop.clone(), JobSide));
+        tokio::spawn(run_watch(
+            jobs,
+            config.clone(),
+            index.clone(),
+            self.stop.clone(),
+            JobSide,
+        ));
         tokio::spawn(run_watch(pods, config, index, self.stop.clone(), PodSide));
     }
 
@@ -287,8 +323,13 @@ impl Side<Pod> for PodSide {
     }
 }
 
-async fn run_watch<K, S>(api: Api<K>, config: watcher::Config, index: Arc<Mutex<NamespaceIndex>>, stop: CancellationToken, side: S)
-where
+async fn run_watch<K, S>(
+    api: Api<K>,
+    config: watcher::Config,
+    index: Arc<Mutex<NamespaceIndex>>,
+    stop: CancellationToken,
+    side: S,
+) where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
     S: Side<K>,
 {
@@ -335,7 +376,8 @@ mod tests {
     }
 
     fn pod(name: &str, job: &str) -> Pod {
-        serde_json::from_value(json!({"metadata": {"name": name, "labels": {"job-name": job}}})).unwrap()
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": {"job-name": job}}}))
+            .unwrap()
     }
 
     #[test]
@@ -346,8 +388,13 @@ mod tests {
         idx.apply_pod(pod("b-1", "b"), false);
         let mut rx = idx.subscribe("a");
         assert!(matches!(rx.try_recv(), Ok(Observation::Job(_))));
-        assert!(matches!(rx.try_recv(), Ok(Observation::Pod(p)) if p.metadata.name.as_deref() == Some("a-1")));
-        assert!(rx.try_recv().is_err(), "pods of other jobs are not replayed");
+        assert!(
+            matches!(rx.try_recv(), Ok(Observation::Pod(p)) if p.metadata.name.as_deref() == Some("a-1"))
+        );
+        assert!(
+            rx.try_recv().is_err(),
+            "pods of other jobs are not replayed"
+        );
         // A relist that no longer has job a nor its pod.
         idx.relist_jobs = Some(HashSet::new());
         idx.relist_pods = Some(HashSet::new());

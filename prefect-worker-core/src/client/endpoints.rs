@@ -24,9 +24,19 @@ impl PrefectClient {
     }
 
     /// `GET /deployments/name/{flow}/{deployment}`. 404 → [`ClientError::NotFound`].
-    pub async fn read_deployment_by_name(&self, flow_name: &str, deployment_name: &str) -> Result<Deployment, ClientError> {
-        self.fetch(ApiRequest::new(Method::GET, ["deployments", "name", flow_name, deployment_name]).not_found_maps())
-            .await
+    pub async fn read_deployment_by_name(
+        &self,
+        flow_name: &str,
+        deployment_name: &str,
+    ) -> Result<Deployment, ClientError> {
+        self.fetch(
+            ApiRequest::new(
+                Method::GET,
+                ["deployments", "name", flow_name, deployment_name],
+            )
+            .not_found_maps(),
+        )
+        .await
     }
 
     /// `GET /work_pools/{name}`. 404 → [`ClientError::NotFound`].

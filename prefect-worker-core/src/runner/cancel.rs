@@ -29,7 +29,9 @@ impl<W: Worker> Inner<W> {
     }
 
     /// One cancellation pass.
-    pub(super) async fn cancel_cancelling_runs(self: &Arc<Self>) -> Result<(), crate::client::ClientError> {
+    pub(super) async fn cancel_cancelling_runs(
+        self: &Arc<Self>,
+    ) -> Result<(), crate::client::ClientError> {
         let ids: Vec<String> = self
             .lock_tracked()
             .iter()
@@ -66,23 +68,38 @@ impl<W: Worker> Inner<W> {
                     _ => None,
                 }
             };
-            let Some((pid, configuration)) = claimed else { continue };
+            let Some((pid, configuration)) = claimed else {
+                continue;
+            };
             let me = self.clone();
-            self.runs.spawn(async move { me.cancel_one(flow_run, pid, configuration).await });
+            self.runs
+                .spawn(async move { me.cancel_one(flow_run, pid, configuration).await });
         }
         Ok(())
     }
 
     async fn cancel_one(&self, flow_run: FlowRun, pid: String, configuration: W::Configuration) {
         let logger = self.logs.logger(flow_run.id);
-        let message = match self.worker.kill_infrastructure(&pid, &configuration, KILL_GRACE).await {
+        let message = match self
+            .worker
+            .kill_infrastructure(&pid, &configuration, KILL_GRACE)
+            .await
+        {
             Ok(()) => {
-                logger.info(format!("Stopped infrastructure '{pid}' of cancelled flow run '{}'", flow_run.name));
+                logger.info(format!(
+                    "Stopped infrastructure '{pid}' of cancelled flow run '{}'",
+                    flow_run.name
+                ));
                 "Flow run was cancelled by the worker; its infrastructure was stopped.".to_owned()
             }
             Err(KillError::NotFound(detail)) => {
-                logger.info(format!("Infrastructure of cancelled flow run '{}' was already gone: {detail}", flow_run.name));
-                format!("Flow run was cancelled by the worker; its infrastructure was not found ({detail}).")
+                logger.info(format!(
+                    "Infrastructure of cancelled flow run '{}' was already gone: {detail}",
+                    flow_run.name
+                ));
+                format!(
+                    "Flow run was cancelled by the worker; its infrastructure was not found ({detail})."
+                )
             }
             Err(e) => {
                 logger.warning(format!("Cannot kill infrastructure: {e}"));
@@ -95,7 +112,10 @@ impl<W: Worker> Inner<W> {
         };
         match force_cancelled(&self.client, &flow_run, &message).await {
             Ok(()) => logger.info(format!("Cancelled flow run '{}'", flow_run.id)),
-            Err(e) => logger.error(format!("Failed to mark flow run '{}' as cancelled: {e}", flow_run.id)),
+            Err(e) => logger.error(format!(
+                "Failed to mark flow run '{}' as cancelled: {e}",
+                flow_run.id
+            )),
         }
     }
 }

@@ -19,7 +19,14 @@ impl RunContext {
     #[must_use]
     pub fn new(logger: FlowRunLogger, client: PrefectClient) -> (Self, oneshot::Receiver<String>) {
         let (tx, rx) = oneshot::channel();
-        (Self { started: Some(tx), logger, client }, rx)
+        (
+            Self {
+                started: Some(tx),
+                logger,
+                client,
+            },
+            rx,
+        )
     }
 
     /// Reports that the infrastructure exists, with its identifier (Python's

@@ -65,7 +65,9 @@ pub(super) struct Inner<W: Worker> {
 
 impl<W: Worker> std::fmt::Debug for Inner<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runner").field("options", &self.options).finish_non_exhaustive()
+        f.debug_struct("Runner")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
     }
 }
 
@@ -111,7 +113,11 @@ impl<W: Worker> Runner<W> {
             stop_runs: CancellationToken::new(),
             runs: TaskTracker::new(),
         });
-        Self { inner, log_task, log_stop }
+        Self {
+            inner,
+            log_task,
+            log_stop,
+        }
     }
 
     /// The health state, for [`health::serve`].
@@ -132,7 +138,9 @@ impl<W: Worker> Runner<W> {
     /// worker adopts it), `teardown` the worker, flush flow-run logs.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), RunnerError> {
         let inner = self.inner.clone();
-        inner.client.set_worker_name(Some(inner.options.worker_name.clone()));
+        inner
+            .client
+            .set_worker_name(Some(inner.options.worker_name.clone()));
         let result = self.serve(&shutdown).await;
         // Graceful end, whatever stopped us.
         inner.wait_for_submissions().await;
@@ -200,7 +208,10 @@ impl<W: Worker> Inner<W> {
     pub(super) fn fatal_setup_error(&self, e: ClientError) -> RunnerError {
         match e {
             ClientError::Unauthorized(_) => RunnerError::Unauthorized(e),
-            other => RunnerError::WorkPool { pool: self.options.work_pool_name.clone(), source: other },
+            other => RunnerError::WorkPool {
+                pool: self.options.work_pool_name.clone(),
+                source: other,
+            },
         }
     }
 
@@ -208,10 +219,14 @@ impl<W: Worker> Inner<W> {
         self.work_pool.read().ok().and_then(|p| p.clone())
     }
 
-    pub(super) fn lock_tracked(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Tracked<W::Configuration>>> {
+    pub(super) fn lock_tracked(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<Uuid, Tracked<W::Configuration>>> {
         // A panic while holding this lock cannot leave the map inconsistent (single inserts
         // and removes), so a poisoned lock is still usable.
-        self.tracked.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.tracked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub(super) async fn wait_for_submissions(&self) {

@@ -23,7 +23,10 @@ pub fn explain(code: i64) -> ExitInfo {
             "Process exited due to a SIGTERM signal. Typically caused by graceful shutdown or manual cancellation.",
             "If this was caused by cancellation, no action is needed. Otherwise, check for infrastructure scaling events or deployment rollovers.",
         ),
-        1 => ("Process exited with a general error.", "Check the flow run logs for an unhandled exception or assertion error."),
+        1 => (
+            "Process exited with a general error.",
+            "Check the flow run logs for an unhandled exception or assertion error.",
+        ),
         125 => (
             "Container failed to run (Docker/OCI exit code 125).",
             "Verify the container image exists, the entrypoint is correct, and the container runtime is healthy.",
@@ -48,9 +51,15 @@ pub fn explain(code: i64) -> ExitInfo {
             "Process was terminated due to high memory usage.",
             "Increase the memory allocation for the flow run infrastructure. Consider profiling memory usage to find the source of consumption.",
         ),
-        _ => ("Process exited with an unexpected status code.", "Check the flow run logs and infrastructure logs for more details."),
+        _ => (
+            "Process exited with an unexpected status code.",
+            "Check the flow run logs and infrastructure logs for more details.",
+        ),
     };
-    ExitInfo { explanation, resolution }
+    ExitInfo {
+        explanation,
+        resolution,
+    }
 }
 
 /// `Flow run infrastructure exited with non-zero status code <N>. <explanation>`, plus the
@@ -58,12 +67,15 @@ pub fn explain(code: i64) -> ExitInfo {
 /// code (a deleted Job, a pod that never started): the diagnosis alone is the message.
 #[must_use]
 pub fn crashed_message(code: i64, detail: Option<&str>) -> String {
-    if code == -1 {
-        if let Some(d) = detail.filter(|d| !d.is_empty()) {
-            return d.to_owned();
-        }
+    if code == -1
+        && let Some(d) = detail.filter(|d| !d.is_empty())
+    {
+        return d.to_owned();
     }
-    let mut msg = format!("Flow run infrastructure exited with non-zero status code {code}. {}", explain(code).explanation);
+    let mut msg = format!(
+        "Flow run infrastructure exited with non-zero status code {code}. {}",
+        explain(code).explanation
+    );
     if let Some(d) = detail.filter(|d| !d.is_empty()) {
         msg.push(' ');
         msg.push_str(d);
@@ -81,9 +93,18 @@ mod tests {
             crashed_message(1, None),
             "Flow run infrastructure exited with non-zero status code 1. Process exited with a general error."
         );
-        assert!(crashed_message(137, Some("Pod was OOMKilled.")).ends_with("condition. Pod was OOMKilled."));
-        assert_eq!(explain(3).explanation, "Process exited with an unexpected status code.");
-        assert_eq!(crashed_message(-1, Some("Kubernetes job was deleted")), "Kubernetes job was deleted");
+        assert!(
+            crashed_message(137, Some("Pod was OOMKilled."))
+                .ends_with("condition. Pod was OOMKilled.")
+        );
+        assert_eq!(
+            explain(3).explanation,
+            "Process exited with an unexpected status code."
+        );
+        assert_eq!(
+            crashed_message(-1, Some("Kubernetes job was deleted")),
+            "Kubernetes job was deleted"
+        );
         assert!(crashed_message(-1, None).contains("status code -1"));
     }
 }

@@ -34,13 +34,21 @@ impl FlowRunLogger {
     /// A logger that only writes to `tracing` (logs to the API disabled, or tests).
     #[must_use]
     pub fn detached(flow_run_id: Uuid) -> Self {
-        Self { flow_run_id, logger_name: "prefect.flow_runs.worker", sink: None, max_size: usize::MAX }
+        Self {
+            flow_run_id,
+            logger_name: "prefect.flow_runs.worker",
+            sink: None,
+            max_size: usize::MAX,
+        }
     }
 
     /// The same flow run under another logger name (e.g. `prefect.flow_runs.observer`).
     #[must_use]
     pub fn named(&self, logger_name: &'static str) -> Self {
-        Self { logger_name, ..self.clone() }
+        Self {
+            logger_name,
+            ..self.clone()
+        }
     }
 
     /// The flow run this logger writes to.
@@ -126,22 +134,44 @@ impl LogShipper {
         stop: CancellationToken,
     ) -> (Self, Option<tokio::task::JoinHandle<()>>) {
         if !enabled {
-            return (Self { sink: None, max_size }, None);
+            return (
+                Self {
+                    sink: None,
+                    max_size,
+                },
+                None,
+            );
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(ship(client, rx, interval, stop));
-        (Self { sink: Some(tx), max_size }, Some(task))
+        (
+            Self {
+                sink: Some(tx),
+                max_size,
+            },
+            Some(task),
+        )
     }
 
     /// A logger for one flow run.
     #[must_use]
     pub fn logger(&self, flow_run_id: Uuid) -> FlowRunLogger {
-        FlowRunLogger { flow_run_id, logger_name: "prefect.flow_runs.worker", sink: self.sink.clone(), max_size: self.max_size }
+        FlowRunLogger {
+            flow_run_id,
+            logger_name: "prefect.flow_runs.worker",
+            sink: self.sink.clone(),
+            max_size: self.max_size,
+        }
     }
 }
 
 /// Sends batches every `interval`; on `stop`, sends what is queued once more and ends.
-async fn ship(client: PrefectClient, mut rx: mpsc::UnboundedReceiver<LogCreate>, interval: Duration, stop: CancellationToken) {
+async fn ship(
+    client: PrefectClient,
+    mut rx: mpsc::UnboundedReceiver<LogCreate>,
+    interval: Duration,
+    stop: CancellationToken,
+) {
     let mut buffer: Vec<LogCreate> = Vec::new();
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

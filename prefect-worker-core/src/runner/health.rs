@@ -23,8 +23,15 @@ impl HealthState {
     /// Healthy while the last poll is at most `window` old. `maintenance_until` reports the
     /// end of the latest `Prefect-Maintenance` back-off, which also counts as activity.
     #[must_use]
-    pub fn new(window: Duration, maintenance_until: Box<dyn Fn() -> Option<Instant> + Send + Sync>) -> Self {
-        Self { last_polled: Mutex::new(Instant::now()), window, maintenance_until }
+    pub fn new(
+        window: Duration,
+        maintenance_until: Box<dyn Fn() -> Option<Instant> + Send + Sync>,
+    ) -> Self {
+        Self {
+            last_polled: Mutex::new(Instant::now()),
+            window,
+            maintenance_until,
+        }
     }
 
     /// Records a successful (or deliberately skipped) poll.
@@ -37,7 +44,10 @@ impl HealthState {
     /// Seconds since the health window started, and whether that is within the window.
     #[must_use]
     pub fn check(&self) -> (Duration, bool) {
-        let last = self.last_polled.lock().map_or_else(|e| *e.into_inner(), |t| *t);
+        let last = self
+            .last_polled
+            .lock()
+            .map_or_else(|e| *e.into_inner(), |t| *t);
         let start = match (self.maintenance_until)() {
             Some(m) if m > last => m,
             _ => last,
@@ -49,7 +59,10 @@ impl HealthState {
 
 impl std::fmt::Debug for HealthState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HealthState").field("window", &self.window).field("check", &self.check()).finish()
+        f.debug_struct("HealthState")
+            .field("window", &self.window)
+            .field("check", &self.check())
+            .finish()
     }
 }
 
@@ -63,7 +76,11 @@ async fn health(State(state): State<std::sync::Arc<HealthState>>) -> Response {
             "Worker has not polled in the last {} seconds and should be restarted",
             age.as_secs()
         );
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"message": "Worker may be unresponsive at this time"}))).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"message": "Worker may be unresponsive at this time"})),
+        )
+            .into_response()
     }
 }
 
@@ -73,7 +90,10 @@ async fn not_found() -> Response {
 
 /// The health router (`GET /health`; other paths 404 with FastAPI's body, other methods 405).
 pub fn router(state: std::sync::Arc<HealthState>) -> Router {
-    Router::new().route("/health", get(health)).fallback(not_found).with_state(state)
+    Router::new()
+        .route("/health", get(health))
+        .fallback(not_found)
+        .with_state(state)
 }
 
 /// Binds `addr` and serves the health router until `shutdown` resolves. Returns the bound
@@ -87,7 +107,10 @@ pub async fn serve(
     let bound = listener.local_addr()?;
     let app = router(state);
     let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
             tracing::error!(error = %e, "health server stopped");
         }
     });
@@ -106,6 +129,9 @@ mod tests {
         assert!(!s.check().1);
         let later = Instant::now() + Duration::from_secs(60);
         let s = HealthState::new(Duration::from_millis(0), Box::new(move || Some(later)));
-        assert!(s.check().1, "a maintenance back-off in progress counts as activity");
+        assert!(
+            s.check().1,
+            "a maintenance back-off in progress counts as activity"
+        );
     }
 }

@@ -61,7 +61,11 @@ impl RunnerOptions {
 
     /// Options taking intervals and log shipping from `settings`.
     #[must_use]
-    pub fn from_settings(work_pool_name: impl Into<String>, worker_name: impl Into<String>, settings: &WorkerSettings) -> Self {
+    pub fn from_settings(
+        work_pool_name: impl Into<String>,
+        worker_name: impl Into<String>,
+        settings: &WorkerSettings,
+    ) -> Self {
         Self {
             work_pool_name: work_pool_name.into(),
             work_queues: Vec::new(),
@@ -107,7 +111,12 @@ impl RunnerOptions {
 
     /// Sets the poll, heartbeat and cancellation intervals at once (tests).
     #[must_use]
-    pub fn with_intervals(mut self, query: Duration, heartbeat: Duration, cancellation: Duration) -> Self {
+    pub fn with_intervals(
+        mut self,
+        query: Duration,
+        heartbeat: Duration,
+        cancellation: Duration,
+    ) -> Self {
         self.query_interval = query;
         self.heartbeat_interval = heartbeat;
         self.cancellation_poll_interval = cancellation;

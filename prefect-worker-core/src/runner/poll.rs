@@ -18,10 +18,17 @@ impl<W: Worker> Inner<W> {
             self.health.polled();
             return Ok(());
         }
-        let before = Utc::now() + chrono::Duration::seconds(i64::try_from(self.options.prefetch_seconds).unwrap_or(i64::MAX / 2));
+        let before = Utc::now()
+            + chrono::Duration::seconds(
+                i64::try_from(self.options.prefetch_seconds).unwrap_or(i64::MAX / 2),
+            );
         let runs = match self
             .client
-            .get_scheduled_flow_runs(&self.options.work_pool_name, &self.options.work_queues, before)
+            .get_scheduled_flow_runs(
+                &self.options.work_pool_name,
+                &self.options.work_queues,
+                before,
+            )
             .await
         {
             Ok(r) => r,
@@ -45,18 +52,29 @@ impl<W: Worker> Inner<W> {
                 Some(l) => match l.clone().try_acquire_owned() {
                     Ok(p) => Some(p),
                     Err(_) => {
-                        tracing::debug!(in_flight = self.lock_tracked().len(), "Flow run limit reached; {} flow runs in progress.", self.lock_tracked().len());
+                        tracing::debug!(
+                            in_flight = self.lock_tracked().len(),
+                            "Flow run limit reached; {} flow runs in progress.",
+                            self.lock_tracked().len()
+                        );
                         break;
                     }
                 },
             };
             self.lock_tracked().insert(
                 flow_run.id,
-                Tracked { configuration: None, infrastructure_pid: None, cancelling: false },
+                Tracked {
+                    configuration: None,
+                    infrastructure_pid: None,
+                    cancelling: false,
+                },
             );
             self.submitting.send_modify(|n| *n += 1);
             let logger = self.logs.logger(flow_run.id);
-            logger.info(format!("Worker '{}' submitting flow run '{}'", self.options.worker_name, flow_run.id));
+            logger.info(format!(
+                "Worker '{}' submitting flow run '{}'",
+                self.options.worker_name, flow_run.id
+            ));
             let me = self.clone();
             self.runs.spawn(async move {
                 let _limit = limit_permit;

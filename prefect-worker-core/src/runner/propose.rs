@@ -23,7 +23,11 @@ pub(crate) async fn propose(
         if result.status != SetStateStatus::Wait {
             return Ok(result);
         }
-        let delay = result.details.delay_seconds.filter(|d| d.is_finite() && *d > 0.0).unwrap_or(1.0);
+        let delay = result
+            .details
+            .delay_seconds
+            .filter(|d| d.is_finite() && *d > 0.0)
+            .unwrap_or(1.0);
         tracing::debug!(%flow_run_id, delay, "server asked to wait before proposing again");
         tokio::time::sleep(Duration::from_secs_f64(delay).min(MAX_WAIT)).await;
     }
@@ -39,7 +43,11 @@ pub(crate) enum PendingOutcome {
 }
 
 /// `_propose_pending_state`: only an accepted PENDING lets the submission go on.
-pub(crate) async fn propose_pending(client: &PrefectClient, flow_run: &FlowRun, logger: &FlowRunLogger) -> PendingOutcome {
+pub(crate) async fn propose_pending(
+    client: &PrefectClient,
+    flow_run: &FlowRun,
+    logger: &FlowRunLogger,
+) -> PendingOutcome {
     match propose(client, flow_run.id, &StateCreate::pending(), false).await {
         Ok(r) if r.status == SetStateStatus::Abort => {
             let reason = r.details.reason.unwrap_or_default();
@@ -59,37 +67,61 @@ pub(crate) async fn propose_pending(client: &PrefectClient, flow_run: &FlowRun, 
                 PendingOutcome::NotSubmitted
             }
             None => {
-                logger.info(format!("Aborted submission of flow run '{}': Server returned no state", flow_run.id));
+                logger.info(format!(
+                    "Aborted submission of flow run '{}': Server returned no state",
+                    flow_run.id
+                ));
                 PendingOutcome::NotSubmitted
             }
         },
         Err(e) => {
-            logger.error(format!("Failed to update state of flow run '{}': {e}", flow_run.id));
+            logger.error(format!(
+                "Failed to update state of flow run '{}': {e}",
+                flow_run.id
+            ));
             PendingOutcome::NotSubmitted
         }
     }
 }
 
 /// `_propose_crashed_state`: an ABORT (the run is already final) and a deleted run are fine.
-pub(crate) async fn propose_crashed(client: &PrefectClient, flow_run: &FlowRun, message: &str, logger: &FlowRunLogger) {
+pub(crate) async fn propose_crashed(
+    client: &PrefectClient,
+    flow_run: &FlowRun,
+    message: &str,
+    logger: &FlowRunLogger,
+) {
     match propose(client, flow_run.id, &StateCreate::crashed(message), false).await {
         Ok(r) if r.status == SetStateStatus::Abort => {
             tracing::debug!(flow_run_id = %flow_run.id, "crash report aborted: the run is already final");
         }
         Ok(r) => {
-            if r.state.as_ref().is_some_and(|s| s.state_type == StateType::Crashed) {
-                logger.info(format!("Reported flow run '{}' as crashed: {message}", flow_run.id));
+            if r.state
+                .as_ref()
+                .is_some_and(|s| s.state_type == StateType::Crashed)
+            {
+                logger.info(format!(
+                    "Reported flow run '{}' as crashed: {message}",
+                    flow_run.id
+                ));
             }
         }
         Err(ClientError::NotFound(_)) => {
             tracing::debug!(flow_run_id = %flow_run.id, "flow run was deleted; nothing to crash");
         }
-        Err(e) => logger.error(format!("Failed to update state of flow run '{}': {e}", flow_run.id)),
+        Err(e) => logger.error(format!(
+            "Failed to update state of flow run '{}': {e}",
+            flow_run.id
+        )),
     }
 }
 
 /// `_mark_flow_run_as_cancelled`: force Cancelled, keeping the current state's details.
-pub(crate) async fn force_cancelled(client: &PrefectClient, flow_run: &FlowRun, message: &str) -> Result<(), ClientError> {
+pub(crate) async fn force_cancelled(
+    client: &PrefectClient,
+    flow_run: &FlowRun,
+    message: &str,
+) -> Result<(), ClientError> {
     let state = StateCreate::cancelled_from(flow_run.state.as_ref(), message);
     match propose(client, flow_run.id, &state, true).await {
         Ok(_) | Err(ClientError::NotFound(_)) => Ok(()),

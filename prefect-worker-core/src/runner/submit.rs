@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::propose::{PendingOutcome, force_cancelled, propose, propose_crashed, propose_pending};
 use super::engine::Inner;
+use super::propose::{PendingOutcome, force_cancelled, propose, propose_crashed, propose_pending};
 use super::{RunContext, exit_codes};
 use crate::client::ClientError;
 use crate::client::models::{Deployment, FlowRun, StateCreate, StateType};
@@ -34,13 +34,19 @@ impl From<ClientError> for SubmitFailure {
             ClientError::NotFound(_) => "ObjectNotFound",
             _ => "PrefectHTTPStatusError",
         };
-        Self { type_name, message: e.to_string() }
+        Self {
+            type_name,
+            message: e.to_string(),
+        }
     }
 }
 
 impl From<ConfigurationError> for SubmitFailure {
     fn from(e: ConfigurationError) -> Self {
-        Self { type_name: e.type_name(), message: e.to_string() }
+        Self {
+            type_name: e.type_name(),
+            message: e.to_string(),
+        }
     }
 }
 
@@ -65,7 +71,9 @@ impl<W: Worker> Inner<W> {
     /// Everything that happens to one claimed flow run until this worker is done with it.
     pub(super) async fn submit_and_run(self: Arc<Self>, flow_run: FlowRun, logger: FlowRunLogger) {
         let mut submitting = SubmittingGuard(Some(&self.submitting));
-        let Ok(_slot) = self.submissions.clone().acquire_owned().await else { return };
+        let Ok(_slot) = self.submissions.clone().acquire_owned().await else {
+            return;
+        };
         let configuration = match self.prepare_submission(&flow_run, &logger).await {
             Ok(Some(c)) => c,
             Ok(None) => {
@@ -73,7 +81,10 @@ impl<W: Worker> Inner<W> {
                 return;
             }
             Err(failure) => {
-                logger.error(format!("Failed to submit flow run '{}' to infrastructure.", flow_run.name));
+                logger.error(format!(
+                    "Failed to submit flow run '{}' to infrastructure.",
+                    flow_run.name
+                ));
                 let message = format!("Failed to submit flow run to infrastructure: {failure}");
                 propose_crashed(&self.client, &flow_run, &message, &logger).await;
                 self.untrack(flow_run.id);
@@ -145,42 +156,69 @@ impl<W: Worker> Inner<W> {
             },
         };
         // 2. Pending.
-        if let PendingOutcome::NotSubmitted = propose_pending(&self.client, flow_run, logger).await {
+        if let PendingOutcome::NotSubmitted = propose_pending(&self.client, flow_run, logger).await
+        {
             return Ok(None);
         }
         // 3. Configuration.
-        let configuration = self.configuration_for(flow_run, deployment.as_ref()).await?;
+        let configuration = self
+            .configuration_for(flow_run, deployment.as_ref())
+            .await?;
         // 4. Labels.
         let pool = self.work_pool();
         let mut labels = serde_json::Map::new();
-        labels.insert("prefect.worker.name".into(), json!(self.options.worker_name));
-        labels.insert("prefect.worker.type".into(), json!(self.worker.worker_type()));
-        labels.insert("prefect.work-pool.name".into(), json!(self.options.work_pool_name));
+        labels.insert(
+            "prefect.worker.name".into(),
+            json!(self.options.worker_name),
+        );
+        labels.insert(
+            "prefect.worker.type".into(),
+            json!(self.worker.worker_type()),
+        );
+        labels.insert(
+            "prefect.work-pool.name".into(),
+            json!(self.options.work_pool_name),
+        );
         if let Some(p) = &pool {
             labels.insert("prefect.work-pool.id".into(), json!(p.id.to_string()));
         }
-        self.client.update_flow_run_labels(flow_run.id, &labels).await?;
+        self.client
+            .update_flow_run_labels(flow_run.id, &labels)
+            .await?;
         // 5. Submitting: errors here are not worth failing the run for (Python ignores them).
-        if let Err(e) = propose(&self.client, flow_run.id, &StateCreate::submitting(), false).await {
+        if let Err(e) = propose(&self.client, flow_run.id, &StateCreate::submitting(), false).await
+        {
             tracing::debug!(flow_run_id = %flow_run.id, error = %e, "could not set Submitting state");
         }
         Ok(Some(configuration))
     }
 
     /// Reads what the configuration needs (flow, deployment) and builds it.
-    pub(super) async fn build_configuration(&self, flow_run: &FlowRun) -> Result<(W::Configuration, Option<Deployment>), SubmitFailure> {
+    pub(super) async fn build_configuration(
+        &self,
+        flow_run: &FlowRun,
+    ) -> Result<(W::Configuration, Option<Deployment>), SubmitFailure> {
         let deployment = match flow_run.deployment_id {
             Some(id) => Some(self.client.read_deployment(id).await?),
             None => None,
         };
-        let c = self.configuration_for(flow_run, deployment.as_ref()).await?;
+        let c = self
+            .configuration_for(flow_run, deployment.as_ref())
+            .await?;
         Ok((c, deployment))
     }
 
-    async fn configuration_for(&self, flow_run: &FlowRun, deployment: Option<&Deployment>) -> Result<W::Configuration, SubmitFailure> {
+    async fn configuration_for(
+        &self,
+        flow_run: &FlowRun,
+        deployment: Option<&Deployment>,
+    ) -> Result<W::Configuration, SubmitFailure> {
         let flow = self.client.read_flow(flow_run.flow_id).await?;
         let Some(pool) = self.work_pool() else {
-            return Err(SubmitFailure { type_name: "RuntimeError", message: "the work pool is not known yet".into() });
+            return Err(SubmitFailure {
+                type_name: "RuntimeError",
+                message: "the work pool is not known yet".into(),
+            });
         };
         let template = if pool.base_job_template.is_empty() {
             match self.worker.default_base_job_template() {
@@ -213,15 +251,25 @@ impl<W: Worker> Inner<W> {
                 flow_run.id
             ));
         }
-        logger.info(format!("Flow run '{}' submitted to infrastructure", flow_run.name));
+        logger.info(format!(
+            "Flow run '{}' submitted to infrastructure",
+            flow_run.name
+        ));
     }
 
     /// Reports how the run's infrastructure ended and forgets the run.
-    pub(super) async fn finish(&self, flow_run: &FlowRun, logger: &FlowRunLogger, result: Result<WorkerResult, RunError>) {
+    pub(super) async fn finish(
+        &self,
+        flow_run: &FlowRun,
+        logger: &FlowRunLogger,
+        result: Result<WorkerResult, RunError>,
+    ) {
         let (cancelling, started) = self
             .lock_tracked()
             .get(&flow_run.id)
-            .map_or((false, false), |t| (t.cancelling, t.infrastructure_pid.is_some()));
+            .map_or((false, false), |t| {
+                (t.cancelling, t.infrastructure_pid.is_some())
+            });
         if cancelling {
             // The cancellation loop stopped this infrastructure and reports Cancelled itself.
             self.untrack(flow_run.id);
@@ -233,19 +281,25 @@ impl<W: Worker> Inner<W> {
         if failed && started {
             match self.client.read_flow_run(flow_run.id).await {
                 Ok(current) => {
-                    if let Some(t) = current.state_type() {
-                        if t.is_final() || matches!(t, StateType::Scheduled | StateType::Paused | StateType::Cancelling) {
-                            tracing::info!(flow_run_id = %flow_run.id, state = %t, "infrastructure ended; the flow run is already {t}");
-                            self.untrack(flow_run.id);
-                            return;
-                        }
+                    if let Some(t) = current.state_type()
+                        && (t.is_final()
+                            || matches!(
+                                t,
+                                StateType::Scheduled | StateType::Paused | StateType::Cancelling
+                            ))
+                    {
+                        tracing::info!(flow_run_id = %flow_run.id, state = %t, "infrastructure ended; the flow run is already {t}");
+                        self.untrack(flow_run.id);
+                        return;
                     }
                 }
                 Err(ClientError::NotFound(_)) => {
                     self.untrack(flow_run.id);
                     return;
                 }
-                Err(e) => tracing::debug!(error = %e, "cannot read the flow run before reporting its end"),
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot read the flow run before reporting its end")
+                }
             }
         }
         match result {
@@ -260,12 +314,21 @@ impl<W: Worker> Inner<W> {
                 }
             }
             Err(e) if !started => {
-                logger.error(format!("Failed to submit flow run '{}' to infrastructure.", flow_run.name));
-                let message = format!("Failed to submit flow run to infrastructure: {}: {}", e.type_name, e.message);
+                logger.error(format!(
+                    "Failed to submit flow run '{}' to infrastructure.",
+                    flow_run.name
+                ));
+                let message = format!(
+                    "Failed to submit flow run to infrastructure: {}: {}",
+                    e.type_name, e.message
+                );
                 propose_crashed(&self.client, flow_run, &message, logger).await;
             }
             Err(e) => {
-                let message = format!("Flow run infrastructure failed: {}: {}", e.type_name, e.message);
+                let message = format!(
+                    "Flow run infrastructure failed: {}: {}",
+                    e.type_name, e.message
+                );
                 logger.error(message.clone());
                 propose_crashed(&self.client, flow_run, &message, logger).await;
             }

@@ -43,7 +43,9 @@ impl<W: Worker> Inner<W> {
         let mut pool = pool;
         if pool.base_job_template.is_empty() {
             let template = self.worker.default_base_job_template();
-            self.client.update_work_pool_base_job_template(name, &template).await?;
+            self.client
+                .update_work_pool_base_job_template(name, &template)
+                .await?;
             if let serde_json::Value::Object(map) = template {
                 pool.base_job_template = map;
             }
@@ -61,7 +63,9 @@ impl<W: Worker> Inner<W> {
         if let Ok(mut slot) = self.work_pool.write() {
             *slot = Some(pool);
         }
-        self.client.send_worker_heartbeat(name, &self.options.worker_name, heartbeat_secs).await
+        self.client
+            .send_worker_heartbeat(name, &self.options.worker_name, heartbeat_secs)
+            .await
     }
 
     /// Syncs every heartbeat interval until `stop`; errors back off and retry forever.
@@ -118,11 +122,16 @@ impl<W: Worker> Inner<W> {
             let configuration = match self.build_configuration(&flow_run).await {
                 Ok((c, _)) => c,
                 Err(e) => {
-                    logger.warning(format!("Cannot resume tracking of infrastructure '{pid}': {e}"));
+                    logger.warning(format!(
+                        "Cannot resume tracking of infrastructure '{pid}': {e}"
+                    ));
                     continue;
                 }
             };
-            let limit_permit = self.limiter.as_ref().and_then(|l| l.clone().try_acquire_owned().ok());
+            let limit_permit = self
+                .limiter
+                .as_ref()
+                .and_then(|l| l.clone().try_acquire_owned().ok());
             self.lock_tracked().insert(
                 flow_run.id,
                 Tracked {

@@ -37,7 +37,9 @@ pub fn describe_failure(e: &kube::Error, namespace: &str) -> String {
         return format!("Unable to create Kubernetes job: {e}");
     };
     let mut msg = "Unable to create Kubernetes job".to_owned();
-    let phrase = http::StatusCode::from_u16(s.code).ok().and_then(|c| c.canonical_reason());
+    let phrase = http::StatusCode::from_u16(s.code)
+        .ok()
+        .and_then(|c| c.canonical_reason());
     if let Some(p) = phrase {
         msg.push_str(": ");
         msg.push_str(p);
@@ -48,11 +50,19 @@ pub fn describe_failure(e: &kube::Error, namespace: &str) -> String {
     }
     let body = format!("{} {}", s.message, s.reason).to_lowercase();
     let hint = if body.contains("quota") || body.contains("exceeded") {
-        Some("Check the resource quotas for the namespace and ensure the job does not exceed them.".to_owned())
+        Some(
+            "Check the resource quotas for the namespace and ensure the job does not exceed them."
+                .to_owned(),
+        )
     } else if s.code == 403 || s.reason.eq_ignore_ascii_case("forbidden") {
-        Some("Check that your service account has the required RBAC permissions for this operation.".to_owned())
+        Some(
+            "Check that your service account has the required RBAC permissions for this operation."
+                .to_owned(),
+        )
     } else if s.code == 404 && body.contains(&namespace.to_lowercase()) {
-        Some(format!("Verify that the namespace '{namespace}' exists in the cluster."))
+        Some(format!(
+            "Verify that the namespace '{namespace}' exists in the cluster."
+        ))
     } else {
         None
     };
@@ -71,25 +81,38 @@ pub async fn create_job(
     manifest: &Map<String, Value>,
 ) -> Result<Job, CreateJobError> {
     let url = format!("/apis/batch/v1/namespaces/{namespace}/jobs");
-    let body = serde_json::to_vec(manifest).map_err(|e| CreateJobError { message: format!("Unable to create Kubernetes job: {e}"), is_api_error: false })?;
+    let body = serde_json::to_vec(manifest).map_err(|e| CreateJobError {
+        message: format!("Unable to create Kubernetes job: {e}"),
+        is_api_error: false,
+    })?;
     let attempts = settings.create_job_attempts.max(1);
     let mut attempt = 0;
     loop {
         attempt += 1;
         let request = Request::new(&url)
             .create(&PostParams::default(), body.clone())
-            .map_err(|e| CreateJobError { message: format!("Unable to create Kubernetes job: {e}"), is_api_error: false })?;
+            .map_err(|e| CreateJobError {
+                message: format!("Unable to create Kubernetes job: {e}"),
+                is_api_error: false,
+            })?;
         match client.request::<Job>(request).await {
             Ok(job) => return Ok(job),
             Err(e) if attempt < attempts && retryable(&e) => {
                 let (lo, hi) = settings.create_job_retry_jitter;
-                let jitter = if hi > lo { lo + (hi - lo).mul_f64(rand::random::<f64>()) } else { lo };
+                let jitter = if hi > lo {
+                    lo + (hi - lo).mul_f64(rand::random::<f64>())
+                } else {
+                    lo
+                };
                 let delay = settings.create_job_retry_delay + jitter;
                 tracing::warn!(error = %e, attempt, retry_in = ?delay, "creating the Kubernetes job failed; retrying");
                 tokio::time::sleep(delay).await;
             }
             Err(e) => {
-                return Err(CreateJobError { message: describe_failure(&e, namespace), is_api_error: matches!(e, kube::Error::Api(_)) });
+                return Err(CreateJobError {
+                    message: describe_failure(&e, namespace),
+                    is_api_error: matches!(e, kube::Error::Api(_)),
+                });
             }
         }
     }
@@ -106,15 +129,28 @@ mod tests {
     #[test]
     fn hints_as_python() {
         let m = describe_failure(
-            &api(403, "Forbidden", "jobs.batch is forbidden: User \"x\" cannot create resource \"jobs\" in API group \"batch\" in the namespace \"fail403\""),
+            &api(
+                403,
+                "Forbidden",
+                "jobs.batch is forbidden: User \"x\" cannot create resource \"jobs\" in API group \"batch\" in the namespace \"fail403\"",
+            ),
             "fail403",
         );
         assert_eq!(
             m,
             "Unable to create Kubernetes job: Forbidden: jobs.batch is forbidden: User \"x\" cannot create resource \"jobs\" in API group \"batch\" in the namespace \"fail403\". Hint: Check that your service account has the required RBAC permissions for this operation."
         );
-        assert!(describe_failure(&api(403, "Forbidden", "exceeded quota: q"), "n").ends_with("ensure the job does not exceed them."));
-        assert!(describe_failure(&api(404, "NotFound", "namespaces \"nope\" not found"), "nope").ends_with("Verify that the namespace 'nope' exists in the cluster."));
+        assert!(
+            describe_failure(&api(403, "Forbidden", "exceeded quota: q"), "n")
+                .ends_with("ensure the job does not exceed them.")
+        );
+        assert!(
+            describe_failure(
+                &api(404, "NotFound", "namespaces \"nope\" not found"),
+                "nope"
+            )
+            .ends_with("Verify that the namespace 'nope' exists in the cluster.")
+        );
         assert!(!describe_failure(&api(422, "Invalid", "bad name"), "n").contains("Hint"));
     }
 

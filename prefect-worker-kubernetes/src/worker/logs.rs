@@ -30,11 +30,22 @@ pub fn stdout_sink() -> OutputSink {
 /// Sends the last `tail_lines` lines of the primary container of the newest failed pod to
 /// the flow run's logs: the previous container instance first (it is the one that crashed
 /// when Kubernetes restarted it), then the current one.
-pub async fn forward_crash_logs(client: &Client, namespace: &str, pods: &[&Pod], tail_lines: i64, logger: &FlowRunLogger) {
+pub async fn forward_crash_logs(
+    client: &Client,
+    namespace: &str,
+    pods: &[&Pod],
+    tail_lines: i64,
+    logger: &FlowRunLogger,
+) {
     let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let observer = logger.named("prefect.flow_runs.observer");
-    for pod in pods.iter().filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Succeeded")) {
-        let Some(name) = pod.metadata.name.as_deref() else { continue };
+    for pod in pods
+        .iter()
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Succeeded"))
+    {
+        let Some(name) = pod.metadata.name.as_deref() else {
+            continue;
+        };
         let mut any = false;
         for previous in [true, false] {
             let params = LogParams {
@@ -43,13 +54,18 @@ pub async fn forward_crash_logs(client: &Client, namespace: &str, pods: &[&Pod],
                 tail_lines: Some(tail_lines),
                 ..LogParams::default()
             };
-            let Ok(text) = api.logs(name, &params).await else { continue };
+            let Ok(text) = api.logs(name, &params).await else {
+                continue;
+            };
             let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
             if lines.is_empty() {
                 continue;
             }
             any = true;
-            observer.log(Level::Error, format!("Container logs from container '{PRIMARY_CONTAINER}' in pod '{name}':"));
+            observer.log(
+                Level::Error,
+                format!("Container logs from container '{PRIMARY_CONTAINER}' in pod '{name}':"),
+            );
             for line in lines {
                 observer.log(Level::Error, line);
             }
@@ -64,7 +80,13 @@ pub async fn forward_crash_logs(client: &Client, namespace: &str, pods: &[&Pod],
 /// Follows the primary container's log of whichever pod `pods` names, writing each line to
 /// `sink`. Survives stream breaks (resumes after the last line seen, by timestamp) and new
 /// pods (retries). Returns when `pods` is closed. A broken stream never affects the run.
-pub async fn stream_output(client: Client, namespace: String, run_name: String, mut pods: watch::Receiver<Option<String>>, sink: OutputSink) {
+pub async fn stream_output(
+    client: Client,
+    namespace: String,
+    run_name: String,
+    mut pods: watch::Receiver<Option<String>>,
+    sink: OutputSink,
+) {
     let api: Api<Pod> = Api::namespaced(client, &namespace);
     let mut last: Option<(String, DateTime<Utc>)> = None;
     loop {
@@ -80,7 +102,9 @@ pub async fn stream_output(client: Client, namespace: String, run_name: String, 
             container: Some(PRIMARY_CONTAINER.to_owned()),
             follow: true,
             timestamps: true,
-            since_time: since.and_then(|t| t.timestamp_nanos_opt()).and_then(|n| k8s_openapi::jiff::Timestamp::from_nanosecond(i128::from(n)).ok()),
+            since_time: since
+                .and_then(|t| t.timestamp_nanos_opt())
+                .and_then(|n| k8s_openapi::jiff::Timestamp::from_nanosecond(i128::from(n)).ok()),
             ..LogParams::default()
         };
         match api.log_stream(&pod, &params).await {
@@ -98,10 +122,11 @@ pub async fn stream_output(client: Client, namespace: String, run_name: String, 
                     match next {
                         Ok(Some(raw)) => {
                             let (ts, text) = split_timestamp(&raw);
-                            if let (Some(ts), Some((_, seen))) = (ts, since.map(|s| (pod.clone(), s))) {
-                                if ts <= seen {
-                                    continue;
-                                }
+                            if let (Some(ts), Some((_, seen))) =
+                                (ts, since.map(|s| (pod.clone(), s)))
+                                && ts <= seen
+                            {
+                                continue;
                             }
                             if let Some(ts) = ts {
                                 last = Some((pod.clone(), ts));
@@ -146,6 +171,9 @@ mod tests {
         let (ts, text) = split_timestamp("2026-01-01T00:00:00.5Z hello world");
         assert!(ts.is_some());
         assert_eq!(text, "hello world");
-        assert_eq!(split_timestamp("no timestamp here"), (None, "no timestamp here"));
+        assert_eq!(
+            split_timestamp("no timestamp here"),
+            (None, "no timestamp here")
+        );
     }
 }

@@ -41,7 +41,10 @@ pub struct KubernetesWorkerOptions {
 
 impl std::fmt::Debug for KubernetesWorkerOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KubernetesWorkerOptions").field("worker_name", &self.worker_name).field("settings", &self.settings).finish_non_exhaustive()
+        f.debug_struct("KubernetesWorkerOptions")
+            .field("worker_name", &self.worker_name)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
     }
 }
 
@@ -49,7 +52,12 @@ impl KubernetesWorkerOptions {
     /// Options for a worker named `worker_name`, with prefect-kubernetes' default settings.
     #[must_use]
     pub fn new(worker_name: impl Into<String>) -> Self {
-        Self { worker_name: worker_name.into(), settings: KubernetesSettings::default(), clients: ClientCache::default(), output: stdout_sink() }
+        Self {
+            worker_name: worker_name.into(),
+            settings: KubernetesSettings::default(),
+            clients: ClientCache::default(),
+            output: stdout_sink(),
+        }
     }
 
     /// Sets the settings.
@@ -125,8 +133,13 @@ impl KubernetesWorker {
         }
     }
 
-    async fn client_for(&self, configuration: &KubernetesWorkerJobConfiguration) -> Result<kube::Client, crate::clients::ClientConfigError> {
-        self.clients.client(cluster_value(configuration).as_ref()).await
+    async fn client_for(
+        &self,
+        configuration: &KubernetesWorkerJobConfiguration,
+    ) -> Result<kube::Client, crate::clients::ClientConfigError> {
+        self.clients
+            .client(cluster_value(configuration).as_ref())
+            .await
     }
 }
 
@@ -134,7 +147,10 @@ impl KubernetesWorker {
 /// worker's own name label, so several workers can share a namespace.
 #[must_use]
 pub fn label_selector(worker_name: &str) -> String {
-    format!("prefect.io/flow-run-id,prefect.io/worker-name={}", prefect_worker_core::slug::slug_label_value(worker_name))
+    format!(
+        "prefect.io/flow-run-id,prefect.io/worker-name={}",
+        prefect_worker_core::slug::slug_label_value(worker_name)
+    )
 }
 
 /// Splits `namespace:job-name`.
@@ -142,7 +158,9 @@ fn parse_pid(pid: &str) -> Result<(&str, &str), String> {
     let parts: Vec<&str> = pid.split(':').collect();
     match parts[..] {
         [ns, name] if !ns.is_empty() && !name.is_empty() => Ok((ns, name)),
-        _ => Err(format!("Invalid infrastructure_pid format: '{pid}'. Expected format: 'namespace:job_name'")),
+        _ => Err(format!(
+            "Invalid infrastructure_pid format: '{pid}'. Expected format: 'namespace:job_name'"
+        )),
     }
 }
 
@@ -158,52 +176,91 @@ impl Worker for KubernetesWorker {
         crate::configuration::default_base_job_template()
     }
 
-    async fn run(&self, flow_run: &FlowRun, configuration: KubernetesWorkerJobConfiguration, mut ctx: RunContext) -> Result<WorkerResult, RunError> {
-        let client = self.client_for(&configuration).await.map_err(|e| RunError::new("InfrastructureError", e.to_string()))?;
+    async fn run(
+        &self,
+        flow_run: &FlowRun,
+        configuration: KubernetesWorkerJobConfiguration,
+        mut ctx: RunContext,
+    ) -> Result<WorkerResult, RunError> {
+        let client = self
+            .client_for(&configuration)
+            .await
+            .map_err(|e| RunError::new("InfrastructureError", e.to_string()))?;
         let namespace = configuration.namespace.clone();
         let mut manifest = configuration.job_manifest.clone();
         ctx.logger().info("Creating Kubernetes job...");
-        let plan = secrets::apply_before_create(&client, &self.settings, &self.worker_name, &flow_run.id.to_string(), &namespace, &mut manifest)
-            .await
-            .map_err(|e| RunError::new("InfrastructureError", e.to_string()))?;
+        let plan = secrets::apply_before_create(
+            &client,
+            &self.settings,
+            &self.worker_name,
+            &flow_run.id.to_string(),
+            &namespace,
+            &mut manifest,
+        )
+        .await
+        .map_err(|e| RunError::new("InfrastructureError", e.to_string()))?;
         for w in &plan.warnings {
             ctx.logger().warning(w.clone());
         }
-        if let Some((ns, name)) = &plan.api_key_secret {
-            if let Ok(mut created) = self.created_secrets.lock() {
-                if !created.iter().any(|(_, n, s)| n == ns && s == name) {
-                    created.push((client.clone(), ns.clone(), name.clone()));
-                }
-            }
+        if let Some((ns, name)) = &plan.api_key_secret
+            && let Ok(mut created) = self.created_secrets.lock()
+            && !created.iter().any(|(_, n, s)| n == ns && s == name)
+        {
+            created.push((client.clone(), ns.clone(), name.clone()));
         }
         let job = match create::create_job(&client, &self.settings, &namespace, &manifest).await {
             Ok(j) => j,
             Err(e) => {
-                if let Some((ns, name)) = &plan.env_secret {
-                    if let Err(de) = secrets::delete_secret(&client, ns, name).await {
-                        ctx.logger().warning(format!("Could not delete env Secret '{name}' after the Job failed: {de}"));
-                    }
+                if let Some((ns, name)) = &plan.env_secret
+                    && let Err(de) = secrets::delete_secret(&client, ns, name).await
+                {
+                    ctx.logger().warning(format!(
+                        "Could not delete env Secret '{name}' after the Job failed: {de}"
+                    ));
                 }
                 return Err(RunError::new("InfrastructureError", e.message));
             }
         };
-        let job_ns = job.metadata.namespace.clone().unwrap_or_else(|| namespace.clone());
+        let job_ns = job
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| namespace.clone());
         let job_name = job.metadata.name.clone().unwrap_or_default();
-        if let Some((ns, name)) = &plan.env_secret {
-            if let Err(e) = secrets::adopt_env_secret(&client, ns, name, &job).await {
-                ctx.logger().warning(format!("Could not make Secret '{name}' owned by Job '{job_name}'; it will outlive the Job: {e}"));
-            }
+        if let Some((ns, name)) = &plan.env_secret
+            && let Err(e) = secrets::adopt_env_secret(&client, ns, name, &job).await
+        {
+            ctx.logger().warning(format!("Could not make Secret '{name}' owned by Job '{job_name}'; it will outlive the Job: {e}"));
         }
-        ctx.logger().info(format!("Kubernetes job '{job_name}' created in namespace '{job_ns}'"));
+        ctx.logger().info(format!(
+            "Kubernetes job '{job_name}' created in namespace '{job_ns}'"
+        ));
         ctx.started(format!("{job_ns}:{job_name}"));
-        let key = WatchKey { cluster: cluster_key(cluster_value(&configuration).as_ref()), namespace: job_ns };
-        let job_ref = JobRef { client: &client, key, name: job_name, stream_output: configuration.stream_output, limits: self.limits(&configuration) };
+        let key = WatchKey {
+            cluster: cluster_key(cluster_value(&configuration).as_ref()),
+            namespace: job_ns,
+        };
+        let job_ref = JobRef {
+            client: &client,
+            key,
+            name: job_name,
+            stream_output: configuration.stream_output,
+            limits: self.limits(&configuration),
+        };
         Ok(self.wait_for_job(flow_run, job_ref, &ctx).await)
     }
 
-    async fn kill_infrastructure(&self, infrastructure_pid: &str, configuration: &KubernetesWorkerJobConfiguration, grace: Duration) -> Result<(), KillError> {
+    async fn kill_infrastructure(
+        &self,
+        infrastructure_pid: &str,
+        configuration: &KubernetesWorkerJobConfiguration,
+        grace: Duration,
+    ) -> Result<(), KillError> {
         let (namespace, name) = parse_pid(infrastructure_pid).map_err(KillError::Other)?;
-        let client = self.client_for(configuration).await.map_err(|e| KillError::NotAvailable(e.to_string()))?;
+        let client = self
+            .client_for(configuration)
+            .await
+            .map_err(|e| KillError::NotAvailable(e.to_string()))?;
         let jobs: Api<Job> = Api::namespaced(client, namespace);
         let params = DeleteParams {
             grace_period_seconds: Some(u32::try_from(grace.as_secs()).unwrap_or(u32::MAX)),
@@ -212,18 +269,33 @@ impl Worker for KubernetesWorker {
         };
         match jobs.delete(name, &params).await {
             Ok(_) => {
-                tracing::info!(namespace, job = name, "Deleted Kubernetes job '{name}' in namespace '{namespace}'");
+                tracing::info!(
+                    namespace,
+                    job = name,
+                    "Deleted Kubernetes job '{name}' in namespace '{namespace}'"
+                );
                 Ok(())
             }
-            Err(kube::Error::Api(e)) if e.code == 404 => Err(KillError::NotFound(format!("Kubernetes job '{name}' not found in namespace '{namespace}'"))),
-            Err(kube::Error::Api(e)) if e.code >= 500 || e.code == 429 => Err(KillError::NotAvailable(e.to_string())),
+            Err(kube::Error::Api(e)) if e.code == 404 => Err(KillError::NotFound(format!(
+                "Kubernetes job '{name}' not found in namespace '{namespace}'"
+            ))),
+            Err(kube::Error::Api(e)) if e.code >= 500 || e.code == 429 => {
+                Err(KillError::NotAvailable(e.to_string()))
+            }
             Err(kube::Error::Api(e)) => Err(KillError::Other(e.to_string())),
             Err(e) => Err(KillError::NotAvailable(e.to_string())),
         }
     }
 
-    async fn running_infrastructure(&self, work_pool: &WorkPool) -> Result<Vec<(uuid::Uuid, String)>, RunError> {
-        let client = self.clients.client(None).await.map_err(|e| RunError::new("InfrastructureError", e.to_string()))?;
+    async fn running_infrastructure(
+        &self,
+        work_pool: &WorkPool,
+    ) -> Result<Vec<(uuid::Uuid, String)>, RunError> {
+        let client = self
+            .clients
+            .client(None)
+            .await
+            .map_err(|e| RunError::new("InfrastructureError", e.to_string()))?;
         let mut namespaces = vec![pool_namespace(work_pool)];
         for n in &self.settings.adopt_namespaces {
             if !namespaces.contains(n) {
@@ -236,31 +308,68 @@ impl Worker for KubernetesWorker {
             let list = jobs
                 .list(&ListParams::default().labels(self.tracker.selector()))
                 .await
-                .map_err(|e| RunError::new("InfrastructureError", format!("cannot list Jobs in namespace '{ns}': {e}")))?;
+                .map_err(|e| {
+                    RunError::new(
+                        "InfrastructureError",
+                        format!("cannot list Jobs in namespace '{ns}': {e}"),
+                    )
+                })?;
             for job in list.items {
                 let labels = job.metadata.labels.as_ref();
-                let Some(id) = labels.and_then(|l| l.get("prefect.io/flow-run-id")).and_then(|v| uuid::Uuid::parse_str(v).ok()) else { continue };
-                let Some(name) = job.metadata.name.as_deref() else { continue };
+                let Some(id) = labels
+                    .and_then(|l| l.get("prefect.io/flow-run-id"))
+                    .and_then(|v| uuid::Uuid::parse_str(v).ok())
+                else {
+                    continue;
+                };
+                let Some(name) = job.metadata.name.as_deref() else {
+                    continue;
+                };
                 found.push((id, format!("{ns}:{name}")));
             }
         }
         Ok(found)
     }
 
-    async fn resume(&self, flow_run: &FlowRun, identifier: &str, configuration: KubernetesWorkerJobConfiguration, ctx: RunContext) -> Result<WorkerResult, RunError> {
-        let (namespace, name) = parse_pid(identifier).map_err(|e| RunError::new("ValueError", e))?;
-        let client = self.client_for(&configuration).await.map_err(|e| RunError::new("InfrastructureError", e.to_string()))?;
-        let key = WatchKey { cluster: cluster_key(cluster_value(&configuration).as_ref()), namespace: namespace.to_owned() };
-        let job_ref = JobRef { client: &client, key, name: name.to_owned(), stream_output: configuration.stream_output, limits: self.limits(&configuration) };
+    async fn resume(
+        &self,
+        flow_run: &FlowRun,
+        identifier: &str,
+        configuration: KubernetesWorkerJobConfiguration,
+        ctx: RunContext,
+    ) -> Result<WorkerResult, RunError> {
+        let (namespace, name) =
+            parse_pid(identifier).map_err(|e| RunError::new("ValueError", e))?;
+        let client = self
+            .client_for(&configuration)
+            .await
+            .map_err(|e| RunError::new("InfrastructureError", e.to_string()))?;
+        let key = WatchKey {
+            cluster: cluster_key(cluster_value(&configuration).as_ref()),
+            namespace: namespace.to_owned(),
+        };
+        let job_ref = JobRef {
+            client: &client,
+            key,
+            name: name.to_owned(),
+            stream_output: configuration.stream_output,
+            limits: self.limits(&configuration),
+        };
         Ok(self.wait_for_job(flow_run, job_ref, &ctx).await)
     }
 
     async fn teardown(&self) {
-        let created = self.created_secrets.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default();
+        let created = self
+            .created_secrets
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default();
         for (client, ns, name) in created {
             match secrets::delete_secret(&client, &ns, &name).await {
                 Ok(()) => tracing::info!(namespace = %ns, secret = %name, "deleted API key secret"),
-                Err(e) => tracing::warn!(namespace = %ns, secret = %name, error = %e, "could not delete API key secret"),
+                Err(e) => {
+                    tracing::warn!(namespace = %ns, secret = %name, error = %e, "could not delete API key secret")
+                }
             }
         }
         self.tracker.shutdown();
@@ -269,7 +378,10 @@ impl Worker for KubernetesWorker {
 
 /// The run's `cluster_config` block as the client cache keys and reads it.
 fn cluster_value(configuration: &KubernetesWorkerJobConfiguration) -> Option<Value> {
-    configuration.cluster_config.as_ref().map(|c| serde_json::json!({"config": c.config, "context_name": c.context_name}))
+    configuration
+        .cluster_config
+        .as_ref()
+        .map(|c| serde_json::json!({"config": c.config, "context_name": c.context_name}))
 }
 
 /// The namespace new Jobs of `pool` go to by default: the `namespace` variable's default.
@@ -292,12 +404,20 @@ mod tests {
     fn pids_parse_strictly() {
         assert_eq!(parse_pid("ns:job").unwrap(), ("ns", "job"));
         for bad in ["nojob", "a:b:c", ":x", "x:"] {
-            assert!(parse_pid(bad).unwrap_err().contains("Expected format: 'namespace:job_name'"), "{bad}");
+            assert!(
+                parse_pid(bad)
+                    .unwrap_err()
+                    .contains("Expected format: 'namespace:job_name'"),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn selector_includes_worker_identity() {
-        assert_eq!(label_selector("My Worker"), "prefect.io/flow-run-id,prefect.io/worker-name=My-Worker");
+        assert_eq!(
+            label_selector("My Worker"),
+            "prefect.io/flow-run-id,prefect.io/worker-name=My-Worker"
+        );
     }
 }

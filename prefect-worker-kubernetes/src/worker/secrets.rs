@@ -14,14 +14,18 @@ use super::settings::KubernetesSettings;
 /// Secret handling failed; the run is crashed with this message.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    #[error("cannot store the Prefect API key in Secret '{name}' in namespace '{namespace}': {source}. The worker needs get/create/update on secrets in that namespace")]
+    #[error(
+        "cannot store the Prefect API key in Secret '{name}' in namespace '{namespace}': {source}. The worker needs get/create/update on secrets in that namespace"
+    )]
     ApiKeySecret {
         name: String,
         namespace: String,
         #[source]
         source: kube::Error,
     },
-    #[error("cannot create the env Secret '{name}' in namespace '{namespace}': {source}. The worker needs create on secrets in that namespace")]
+    #[error(
+        "cannot create the env Secret '{name}' in namespace '{namespace}': {source}. The worker needs create on secrets in that namespace"
+    )]
     EnvSecret {
         name: String,
         namespace: String,
@@ -43,7 +47,13 @@ pub fn container_env(manifest: &mut Map<String, Value>) -> Option<&mut Vec<Value
 }
 
 fn first_container(manifest: &mut Map<String, Value>) -> Option<&mut Map<String, Value>> {
-    manifest.get_mut("spec")?.get_mut("template")?.get_mut("spec")?.get_mut("containers")?.get_mut(0)?.as_object_mut()
+    manifest
+        .get_mut("spec")?
+        .get_mut("template")?
+        .get_mut("spec")?
+        .get_mut("containers")?
+        .get_mut(0)?
+        .as_object_mut()
 }
 
 /// The plain value of env var `name` in the first container, if any.
@@ -57,9 +67,19 @@ pub fn env_value(manifest: &mut Map<String, Value>, name: &str) -> Option<String
 }
 
 /// Replaces the env entry `name` (if present) with a `secretKeyRef`. Returns whether it did.
-pub fn reference_secret(manifest: &mut Map<String, Value>, name: &str, secret: &str, key: &str) -> bool {
-    let Some(env) = container_env(manifest) else { return false };
-    let Some(entry) = env.iter_mut().find(|e| e.get("name").and_then(Value::as_str) == Some(name)) else {
+pub fn reference_secret(
+    manifest: &mut Map<String, Value>,
+    name: &str,
+    secret: &str,
+    key: &str,
+) -> bool {
+    let Some(env) = container_env(manifest) else {
+        return false;
+    };
+    let Some(entry) = env
+        .iter_mut()
+        .find(|e| e.get("name").and_then(Value::as_str) == Some(name))
+    else {
         return false;
     };
     *entry = json!({"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}});
@@ -69,7 +89,8 @@ pub fn reference_secret(manifest: &mut Map<String, Value>, name: &str, secret: &
 /// The name of the shared API-key Secret of a worker.
 #[must_use]
 pub fn api_key_secret_name(worker_name: &str) -> String {
-    let slug = prefect_worker_core::slug::slug_name(worker_name).unwrap_or_else(|| "worker".to_owned());
+    let slug =
+        prefect_worker_core::slug::slug_name(worker_name).unwrap_or_else(|| "worker".to_owned());
     format!("prefect-{slug}-api-key")
 }
 
@@ -102,15 +123,19 @@ pub async fn apply_before_create(
         if let Some(key) = key {
             reference_secret(manifest, "PREFECT_API_KEY", name, key);
         }
-    } else if settings.create_secret_for_api_key {
-        if let Some(api_key) = env_value(manifest, "PREFECT_API_KEY") {
-            let name = api_key_secret_name(worker_name);
-            upsert_api_key_secret(&secrets, &name, namespace, &api_key)
-                .await
-                .map_err(|source| SecretError::ApiKeySecret { name: name.clone(), namespace: namespace.to_owned(), source })?;
-            reference_secret(manifest, "PREFECT_API_KEY", &name, "value");
-            plan.api_key_secret = Some((namespace.to_owned(), name));
-        }
+    } else if settings.create_secret_for_api_key
+        && let Some(api_key) = env_value(manifest, "PREFECT_API_KEY")
+    {
+        let name = api_key_secret_name(worker_name);
+        upsert_api_key_secret(&secrets, &name, namespace, &api_key)
+            .await
+            .map_err(|source| SecretError::ApiKeySecret {
+                name: name.clone(),
+                namespace: namespace.to_owned(),
+                source,
+            })?;
+        reference_secret(manifest, "PREFECT_API_KEY", &name, "value");
+        plan.api_key_secret = Some((namespace.to_owned(), name));
     }
 
     // 2. Auth string.
@@ -123,20 +148,27 @@ pub async fn apply_before_create(
     }
 
     // 3. The whole plain env as a Secret.
-    if settings.store_env_as_secret {
-        if let Some(name) = store_env_as_secret(&secrets, flow_run_id, namespace, manifest).await? {
-            plan.env_secret = Some((namespace.to_owned(), name));
-        }
+    if settings.store_env_as_secret
+        && let Some(name) = store_env_as_secret(&secrets, flow_run_id, namespace, manifest).await?
+    {
+        plan.env_secret = Some((namespace.to_owned(), name));
     }
     Ok(plan)
 }
 
-async fn upsert_api_key_secret(secrets: &Api<Secret>, name: &str, namespace: &str, api_key: &str) -> Result<(), kube::Error> {
+async fn upsert_api_key_secret(
+    secrets: &Api<Secret>,
+    name: &str,
+    namespace: &str,
+    api_key: &str,
+) -> Result<(), kube::Error> {
     let data = BTreeMap::from([("value".to_owned(), ByteString(api_key.as_bytes().to_vec()))]);
     match secrets.get_opt(name).await? {
         Some(mut existing) => {
             existing.data = Some(data);
-            secrets.replace(name, &PostParams::default(), &existing).await?;
+            secrets
+                .replace(name, &PostParams::default(), &existing)
+                .await?;
         }
         None => {
             let secret = Secret {
@@ -160,11 +192,16 @@ async fn store_env_as_secret(
     namespace: &str,
     manifest: &mut Map<String, Value>,
 ) -> Result<Option<String>, SecretError> {
-    let env = container_env(manifest).map(std::mem::take).unwrap_or_default();
+    let env = container_env(manifest)
+        .map(std::mem::take)
+        .unwrap_or_default();
     let mut plain = BTreeMap::new();
     let mut keep = Vec::new();
     for entry in env {
-        match (entry.get("name").and_then(Value::as_str), entry.get("value").and_then(Value::as_str)) {
+        match (
+            entry.get("name").and_then(Value::as_str),
+            entry.get("value").and_then(Value::as_str),
+        ) {
             (Some(n), Some(v)) => {
                 plain.insert(n.to_owned(), v.to_owned());
             }
@@ -191,7 +228,10 @@ async fn store_env_as_secret(
             name: Some(name.clone()),
             namespace: Some(namespace.to_owned()),
             labels: Some(BTreeMap::from([
-                ("app.kubernetes.io/managed-by".to_owned(), "prefect".to_owned()),
+                (
+                    "app.kubernetes.io/managed-by".to_owned(),
+                    "prefect".to_owned(),
+                ),
                 ("prefect.io/flow-run-id".to_owned(), flow_run_id.to_owned()),
             ])),
             ..Default::default()
@@ -202,10 +242,18 @@ async fn store_env_as_secret(
     secrets
         .create(&PostParams::default(), &secret)
         .await
-        .map_err(|source| SecretError::EnvSecret { name: name.clone(), namespace: namespace.to_owned(), source })?;
+        .map_err(|source| SecretError::EnvSecret {
+            name: name.clone(),
+            namespace: namespace.to_owned(),
+            source,
+        })?;
     if let Some(c) = first_container(manifest) {
         c.insert("env".into(), Value::Array(keep));
-        let mut env_from = c.get("envFrom").and_then(Value::as_array).cloned().unwrap_or_default();
+        let mut env_from = c
+            .get("envFrom")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         env_from.push(json!({"secretRef": {"name": name}}));
         c.insert("envFrom".into(), Value::Array(env_from));
     }
@@ -214,24 +262,38 @@ async fn store_env_as_secret(
 
 /// Makes the env Secret owned by its Job, so it is garbage-collected with it. A failure is
 /// only a warning: the Secret then outlives the Job.
-pub async fn adopt_env_secret(client: &Client, namespace: &str, secret: &str, job: &k8s_openapi::api::batch::v1::Job) -> Result<(), kube::Error> {
+pub async fn adopt_env_secret(
+    client: &Client,
+    namespace: &str,
+    secret: &str,
+    job: &k8s_openapi::api::batch::v1::Job,
+) -> Result<(), kube::Error> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let patch = json!({"metadata": {"ownerReferences": [{
         "apiVersion": "batch/v1", "kind": "Job", "name": job.name_any(), "uid": job.uid().unwrap_or_default()
     }]}});
-    secrets.patch(secret, &PatchParams::default(), &Patch::Strategic(patch)).await.map(|_| ())
+    secrets
+        .patch(secret, &PatchParams::default(), &Patch::Strategic(patch))
+        .await
+        .map(|_| ())
 }
 
 /// Deletes a Secret; a Secret already gone is fine.
-pub async fn delete_secret(client: &Client, namespace: &str, name: &str) -> Result<(), kube::Error> {
+pub async fn delete_secret(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<(), kube::Error> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    match secrets.delete(name, &kube::api::DeleteParams::default()).await {
+    match secrets
+        .delete(name, &kube::api::DeleteParams::default())
+        .await
+    {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         Err(e) => Err(e),
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -258,6 +320,9 @@ mod tests {
 
     #[test]
     fn api_key_secret_is_named_after_the_worker() {
-        assert_eq!(api_key_secret_name("rest worker"), "prefect-rest-worker-api-key");
+        assert_eq!(
+            api_key_secret_name("rest worker"),
+            "prefect-rest-worker-api-key"
+        );
     }
 }

@@ -64,7 +64,10 @@ fn get<'a>(s: &'a SettingsSources, suffix: &str) -> Option<&'a str> {
 fn boolean(s: &SettingsSources, names: &[String], default: bool) -> Result<bool, SettingsError> {
     for n in names {
         if let Some(v) = s.get(n) {
-            return parse_bool(v).ok_or_else(|| SettingsError::InvalidValue { key: n.clone(), expected: "a boolean (true/false)" });
+            return parse_bool(v).ok_or_else(|| SettingsError::InvalidValue {
+                key: n.clone(),
+                expected: "a boolean (true/false)",
+            });
         }
     }
     Ok(default)
@@ -74,7 +77,10 @@ fn seconds(s: &SettingsSources, suffix: &str) -> Result<Option<Duration>, Settin
     let k = key(suffix);
     match s.parse::<f64>(&k, "a number of seconds")? {
         Some(v) if v.is_finite() && v >= 0.0 => Ok(Some(Duration::from_secs_f64(v))),
-        Some(_) => Err(SettingsError::InvalidValue { key: k, expected: "a number of seconds ≥ 0" }),
+        Some(_) => Err(SettingsError::InvalidValue {
+            key: k,
+            expected: "a number of seconds ≥ 0",
+        }),
         None => Ok(None),
     }
 }
@@ -83,7 +89,10 @@ impl KubernetesSettings {
     /// Reads the settings from `sources`, with the defaults for what is unset.
     pub fn from_sources(s: &SettingsSources) -> Result<Self, SettingsError> {
         let d = Self::default();
-        let attempts = match s.parse::<u32>(&key("WORKER_CREATE_JOB_RETRY_MAX_RETRIES"), "a whole number ≥ 1")? {
+        let attempts = match s.parse::<u32>(
+            &key("WORKER_CREATE_JOB_RETRY_MAX_RETRIES"),
+            "a whole number ≥ 1",
+        )? {
             Some(0) => {
                 return Err(SettingsError::InvalidValue {
                     key: key("WORKER_CREATE_JOB_RETRY_MAX_RETRIES"),
@@ -93,7 +102,10 @@ impl KubernetesSettings {
             Some(n) => n,
             None => d.create_job_attempts,
         };
-        let tail = match s.parse::<i64>(&key("OBSERVER_FORWARD_CRASHED_RUN_LOGS_TAIL_LINES"), "a whole number ≥ 1")? {
+        let tail = match s.parse::<i64>(
+            &key("OBSERVER_FORWARD_CRASHED_RUN_LOGS_TAIL_LINES"),
+            "a whole number ≥ 1",
+        )? {
             Some(n) if n >= 1 => n,
             Some(_) => {
                 return Err(SettingsError::InvalidValue {
@@ -104,29 +116,52 @@ impl KubernetesSettings {
             None => d.crashed_run_log_tail_lines,
         };
         Ok(Self {
-            api_key_secret: get(s, "WORKER_API_KEY_SECRET_NAME")
-                .map(|n| (n.to_owned(), get(s, "WORKER_API_KEY_SECRET_KEY").map(str::to_owned))),
-            auth_string_secret: match (get(s, "WORKER_API_AUTH_STRING_SECRET_NAME"), get(s, "WORKER_API_AUTH_STRING_SECRET_KEY")) {
+            api_key_secret: get(s, "WORKER_API_KEY_SECRET_NAME").map(|n| {
+                (
+                    n.to_owned(),
+                    get(s, "WORKER_API_KEY_SECRET_KEY").map(str::to_owned),
+                )
+            }),
+            auth_string_secret: match (
+                get(s, "WORKER_API_AUTH_STRING_SECRET_NAME"),
+                get(s, "WORKER_API_AUTH_STRING_SECRET_KEY"),
+            ) {
                 (Some(n), Some(k)) => Some((n.to_owned(), k.to_owned())),
                 _ => None,
             },
             create_secret_for_api_key: boolean(
                 s,
-                &[key("WORKER_CREATE_SECRET_FOR_API_KEY"), "PREFECT_KUBERNETES_WORKER_STORE_PREFECT_API_IN_SECRET".into()],
+                &[
+                    key("WORKER_CREATE_SECRET_FOR_API_KEY"),
+                    "PREFECT_KUBERNETES_WORKER_STORE_PREFECT_API_IN_SECRET".into(),
+                ],
                 false,
             )?,
             store_env_as_secret: boolean(s, &[key("WORKER_STORE_ENV_AS_SECRET")], false)?,
             create_job_attempts: attempts,
-            create_job_retry_delay: seconds(s, "WORKER_CREATE_JOB_RETRY_DELAY_SECONDS")?.unwrap_or(d.create_job_retry_delay),
+            create_job_retry_delay: seconds(s, "WORKER_CREATE_JOB_RETRY_DELAY_SECONDS")?
+                .unwrap_or(d.create_job_retry_delay),
             create_job_retry_jitter: (
-                seconds(s, "WORKER_CREATE_JOB_RETRY_JITTER_MIN_SECONDS")?.unwrap_or(d.create_job_retry_jitter.0),
-                seconds(s, "WORKER_CREATE_JOB_RETRY_JITTER_MAX_SECONDS")?.unwrap_or(d.create_job_retry_jitter.1),
+                seconds(s, "WORKER_CREATE_JOB_RETRY_JITTER_MIN_SECONDS")?
+                    .unwrap_or(d.create_job_retry_jitter.0),
+                seconds(s, "WORKER_CREATE_JOB_RETRY_JITTER_MAX_SECONDS")?
+                    .unwrap_or(d.create_job_retry_jitter.1),
             ),
             pending_timeout: seconds(s, "WORKER_PENDING_TIMEOUT_SECONDS")?.filter(|d| !d.is_zero()),
-            forward_crashed_run_logs: boolean(s, &[key("OBSERVER_FORWARD_CRASHED_RUN_LOGS")], true)?,
+            forward_crashed_run_logs: boolean(
+                s,
+                &[key("OBSERVER_FORWARD_CRASHED_RUN_LOGS")],
+                true,
+            )?,
             crashed_run_log_tail_lines: tail,
             adopt_namespaces: get(s, "WORKER_ADOPT_NAMESPACES")
-                .map(|v| v.split(',').map(str::trim).filter(|x| !x.is_empty()).map(str::to_owned).collect())
+                .map(|v| {
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|x| !x.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
                 .unwrap_or_default(),
         })
     }
@@ -138,7 +173,13 @@ mod tests {
     use indexmap::IndexMap;
 
     fn sources(pairs: &[(&str, &str)]) -> SettingsSources {
-        SettingsSources::new(pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(), IndexMap::new())
+        SettingsSources::new(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            IndexMap::new(),
+        )
     }
 
     #[test]
@@ -146,9 +187,18 @@ mod tests {
         let s = KubernetesSettings::from_sources(&sources(&[])).unwrap();
         assert_eq!(s, KubernetesSettings::default());
         let s = KubernetesSettings::from_sources(&sources(&[
-            ("PREFECT_KUBERNETES_WORKER_STORE_PREFECT_API_IN_SECRET", "true"),
-            ("PREFECT_INTEGRATIONS_KUBERNETES_WORKER_PENDING_TIMEOUT_SECONDS", "90"),
-            ("PREFECT_INTEGRATIONS_KUBERNETES_WORKER_API_AUTH_STRING_SECRET_NAME", "only-name"),
+            (
+                "PREFECT_KUBERNETES_WORKER_STORE_PREFECT_API_IN_SECRET",
+                "true",
+            ),
+            (
+                "PREFECT_INTEGRATIONS_KUBERNETES_WORKER_PENDING_TIMEOUT_SECONDS",
+                "90",
+            ),
+            (
+                "PREFECT_INTEGRATIONS_KUBERNETES_WORKER_API_AUTH_STRING_SECRET_NAME",
+                "only-name",
+            ),
         ]))
         .unwrap();
         assert!(s.create_secret_for_api_key);
@@ -158,9 +208,12 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_setting() {
-        let e = KubernetesSettings::from_sources(&sources(&[("PREFECT_INTEGRATIONS_KUBERNETES_WORKER_CREATE_JOB_RETRY_MAX_RETRIES", "0")]))
-            .unwrap_err()
-            .to_string();
+        let e = KubernetesSettings::from_sources(&sources(&[(
+            "PREFECT_INTEGRATIONS_KUBERNETES_WORKER_CREATE_JOB_RETRY_MAX_RETRIES",
+            "0",
+        )]))
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("WORKER_CREATE_JOB_RETRY_MAX_RETRIES"), "{e}");
     }
 }

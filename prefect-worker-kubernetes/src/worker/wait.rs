@@ -32,7 +32,12 @@ pub(super) struct JobRef<'a> {
 }
 
 impl KubernetesWorker {
-    pub(super) async fn wait_for_job(&self, flow_run: &FlowRun, job: JobRef<'_>, ctx: &RunContext) -> WorkerResult {
+    pub(super) async fn wait_for_job(
+        &self,
+        flow_run: &FlowRun,
+        job: JobRef<'_>,
+        ctx: &RunContext,
+    ) -> WorkerResult {
         let identifier = format!("{}:{}", job.key.namespace, job.name);
         let mut subscription = self.tracker.subscribe(&job.key, job.client, &job.name);
         let mut state = RunWatch::new(job.limits, Instant::now());
@@ -83,11 +88,22 @@ impl KubernetesWorker {
             // Let the stream drain the last lines the container wrote.
             let _ = tokio::time::timeout(Duration::from_secs(2), s).await;
         }
-        WorkerResult { identifier, status_code: outcome.status_code, detail: outcome.detail }
+        WorkerResult {
+            identifier,
+            status_code: outcome.status_code,
+            detail: outcome.detail,
+        }
     }
 
     /// Carries out `actions`; returns the outcome once the run is decided.
-    async fn act(&self, flow_run: &FlowRun, job: &JobRef<'_>, ctx: &RunContext, state: &mut RunWatch, actions: Vec<Action>) -> Option<Outcome> {
+    async fn act(
+        &self,
+        flow_run: &FlowRun,
+        job: &JobRef<'_>,
+        ctx: &RunContext,
+        state: &mut RunWatch,
+        actions: Vec<Action>,
+    ) -> Option<Outcome> {
         let mut queue: std::collections::VecDeque<Action> = actions.into();
         while let Some(action) = queue.pop_front() {
             match action {
@@ -96,15 +112,25 @@ impl KubernetesWorker {
                         DiagnosisLevel::Error => Level::Error,
                         DiagnosisLevel::Warning => Level::Warning,
                     };
-                    ctx.logger().named("prefect.flow_runs.observer").log(level, d.message());
+                    ctx.logger()
+                        .named("prefect.flow_runs.observer")
+                        .log(level, d.message());
                 }
-                Action::ProposeInfrastructurePending => self.propose_infrastructure_pending(flow_run, ctx).await,
+                Action::ProposeInfrastructurePending => {
+                    self.propose_infrastructure_pending(flow_run, ctx).await
+                }
                 Action::Finish(mut o) => {
                     if state.failure_needs_pods(&o) {
-                        let pods: Api<Pod> = Api::namespaced(job.client.clone(), &job.key.namespace);
-                        match pods.list(&ListParams::default().labels(&format!("job-name={}", job.name))).await {
+                        let pods: Api<Pod> =
+                            Api::namespaced(job.client.clone(), &job.key.namespace);
+                        match pods
+                            .list(&ListParams::default().labels(&format!("job-name={}", job.name)))
+                            .await
+                        {
                             Ok(list) => o = state.explain_failure(list.items).unwrap_or(o),
-                            Err(e) => tracing::debug!(error = %e, "cannot read the failed Job's pods"),
+                            Err(e) => {
+                                tracing::debug!(error = %e, "cannot read the failed Job's pods")
+                            }
                         }
                     }
                     if o.status_code != 0 {
@@ -115,19 +141,35 @@ impl KubernetesWorker {
                 Action::DeleteJobAndFinish(o) => {
                     self.forward_logs(job, state, ctx).await;
                     let jobs: Api<Job> = Api::namespaced(job.client.clone(), &job.key.namespace);
-                    let params = DeleteParams { propagation_policy: Some(PropagationPolicy::Foreground), grace_period_seconds: Some(0), ..DeleteParams::default() };
+                    let params = DeleteParams {
+                        propagation_policy: Some(PropagationPolicy::Foreground),
+                        grace_period_seconds: Some(0),
+                        ..DeleteParams::default()
+                    };
                     match jobs.delete(&job.name, &params).await {
-                        Ok(_) => ctx.logger().info(format!("Deleted Kubernetes job '{}' in namespace '{}'", job.name, job.key.namespace)),
+                        Ok(_) => ctx.logger().info(format!(
+                            "Deleted Kubernetes job '{}' in namespace '{}'",
+                            job.name, job.key.namespace
+                        )),
                         Err(kube::Error::Api(e)) if e.code == 404 => {}
-                        Err(e) => ctx.logger().warning(format!("Could not delete Kubernetes job '{}': {e}", job.name)),
+                        Err(e) => ctx.logger().warning(format!(
+                            "Could not delete Kubernetes job '{}': {e}",
+                            job.name
+                        )),
                     }
                     return Some(o);
                 }
                 Action::CheckJobDeleted => {
-                    if self.replacement_exists(job, state.job_uid(), flow_run).await {
+                    if self
+                        .replacement_exists(job, state.job_uid(), flow_run)
+                        .await
+                    {
                         // Someone (a rescheduled run) has a newer Job for this flow run; ours
                         // ending is not a crash.
-                        return Some(Outcome { status_code: 0, detail: None });
+                        return Some(Outcome {
+                            status_code: 0,
+                            detail: None,
+                        });
                     }
                     self.forward_logs(job, state, ctx).await;
                     queue.push_back(state.job_deleted_confirmed());
@@ -140,12 +182,24 @@ impl KubernetesWorker {
     async fn forward_logs(&self, job: &JobRef<'_>, state: &RunWatch, ctx: &RunContext) {
         if self.settings.forward_crashed_run_logs {
             let pods = state.pods_newest_first();
-            forward_crash_logs(job.client, &job.key.namespace, &pods, self.settings.crashed_run_log_tail_lines, ctx.logger()).await;
+            forward_crash_logs(
+                job.client,
+                &job.key.namespace,
+                &pods,
+                self.settings.crashed_run_log_tail_lines,
+                ctx.logger(),
+            )
+            .await;
         }
     }
 
     /// Whether another Job of the same flow run (different uid) is active or succeeded.
-    async fn replacement_exists(&self, job: &JobRef<'_>, uid: Option<&str>, flow_run: &FlowRun) -> bool {
+    async fn replacement_exists(
+        &self,
+        job: &JobRef<'_>,
+        uid: Option<&str>,
+        flow_run: &FlowRun,
+    ) -> bool {
         let jobs: Api<Job> = Api::namespaced(job.client.clone(), &job.key.namespace);
         let selector = format!("prefect.io/flow-run-id={}", flow_run.id);
         match jobs.list(&ListParams::default().labels(&selector)).await {
@@ -155,7 +209,8 @@ impl KubernetesWorker {
                     _ => j.metadata.name.as_deref() != Some(job.name.as_str()),
                 };
                 let status = j.status.as_ref();
-                let live = status.is_some_and(|s| s.succeeded.unwrap_or(0) > 0 || s.active.unwrap_or(0) > 0);
+                let live = status
+                    .is_some_and(|s| s.succeeded.unwrap_or(0) > 0 || s.active.unwrap_or(0) > 0);
                 other && live
             }),
             Err(e) => {
@@ -176,8 +231,11 @@ impl KubernetesWorker {
                 return;
             }
         };
-        let Some(s) = current.state.as_ref() else { return };
-        if s.state_type != StateType::Pending || s.name.as_deref() == Some("InfrastructurePending") {
+        let Some(s) = current.state.as_ref() else {
+            return;
+        };
+        if s.state_type != StateType::Pending || s.name.as_deref() == Some("InfrastructurePending")
+        {
             return;
         }
         let state = StateCreate::infrastructure_pending("Kubernetes pod is pending.");
@@ -198,12 +256,22 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 /// The events about a Job (FailedCreate and friends), newest last.
-async fn job_events(client: &Client, namespace: &str, job: &str, uid: Option<&str>) -> Result<Vec<Event>, kube::Error> {
+async fn job_events(
+    client: &Client,
+    namespace: &str,
+    job: &str,
+    uid: Option<&str>,
+) -> Result<Vec<Event>, kube::Error> {
     let api: Api<Event> = Api::namespaced(client.clone(), namespace);
-    let list = api.list(&ListParams::default().fields(&format!("involvedObject.name={job}"))).await?;
+    let list = api
+        .list(&ListParams::default().fields(&format!("involvedObject.name={job}")))
+        .await?;
     Ok(list
         .items
         .into_iter()
-        .filter(|e| e.involved_object.name.as_deref() == Some(job) && (uid.is_none() || e.involved_object.uid.as_deref() == uid))
+        .filter(|e| {
+            e.involved_object.name.as_deref() == Some(job)
+                && (uid.is_none() || e.involved_object.uid.as_deref() == uid)
+        })
         .collect())
 }

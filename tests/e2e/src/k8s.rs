@@ -21,7 +21,11 @@ use uuid::Uuid;
 pub async fn start_cluster() -> Result<kubesim::SimHandle> {
     let venv_bin = repo_root().join(".venv/bin");
     let path = format!("{}:/usr/local/bin:/usr/bin:/bin", venv_bin.display());
-    Ok(kubesim::SimCluster::builder().kubelet_path(path).build().start().await?)
+    Ok(kubesim::SimCluster::builder()
+        .kubelet_path(path)
+        .build()
+        .start()
+        .await?)
 }
 
 /// A kube client configuration for `sim`.
@@ -40,7 +44,12 @@ pub struct InProcessWorker {
 }
 
 impl InProcessWorker {
-    pub async fn start(api_url: &str, sim: &kubesim::SimHandle, pool: &str, settings: KubernetesSettings) -> Result<Self> {
+    pub async fn start(
+        api_url: &str,
+        sim: &kubesim::SimHandle,
+        pool: &str,
+        settings: KubernetesSettings,
+    ) -> Result<Self> {
         Self::start_with_env(api_url, sim, pool, settings, &[]).await
     }
 
@@ -55,7 +64,10 @@ impl InProcessWorker {
         let name = format!("k8s-{}", &Uuid::new_v4().simple().to_string()[..8]);
         let clients = ClientCache::with_default_config(kube_config(sim).await?);
         let worker = KubernetesWorker::new(
-            KubernetesWorkerOptions::new(&name).with_settings(settings).with_clients(clients).with_output(std::sync::Arc::new(|_, _| {})),
+            KubernetesWorkerOptions::new(&name)
+                .with_settings(settings)
+                .with_clients(clients)
+                .with_output(std::sync::Arc::new(|_, _| {})),
         );
         let mut env = Environment::new();
         env.insert("PREFECT_API_URL".into(), api_url.to_owned());
@@ -71,9 +83,16 @@ impl InProcessWorker {
         let task = tokio::spawn(runner.run(stop.clone()));
         // Deployments need the pool, which the worker creates on its first sync.
         let api = prefect_test_harness::PrefectApi::new(api_url);
-        crate::until("the worker to create its pool", std::time::Duration::from_secs(60), || async {
-            Ok(api.read_work_pool(pool).await.is_ok_and(|p| p["base_job_template"].get("job_configuration").is_some()))
-        })
+        crate::until(
+            "the worker to create its pool",
+            std::time::Duration::from_secs(60),
+            || async {
+                Ok(api
+                    .read_work_pool(pool)
+                    .await
+                    .is_ok_and(|p| p["base_job_template"].get("job_configuration").is_some()))
+            },
+        )
         .await?;
         Ok(Self { stop, task, name })
     }
@@ -88,22 +107,42 @@ impl InProcessWorker {
 pub fn worker_binary() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     // target/debug/deps/<test> → target/debug/prefect-worker
-    let dir = exe.parent().and_then(|d| d.parent()).context("test binary has no target dir")?;
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .context("test binary has no target dir")?;
     let bin = dir.join("prefect-worker");
     if !bin.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo).args(["build", "-p", "prefect-worker-bin"]).current_dir(repo_root()).status()?;
+        let status = Command::new(cargo)
+            .args(["build", "-p", "prefect-worker-bin"])
+            .current_dir(repo_root())
+            .status()?;
         anyhow::ensure!(status.success(), "building prefect-worker failed");
     }
     Ok(bin)
 }
 
 /// Runs `prefect-worker start` against `api_url` and the cluster of `kubeconfig`.
-pub fn spawn_worker_binary(api_url: &str, kubeconfig: &std::path::Path, pool: &str, name: &str, log: &std::path::Path) -> Result<Child> {
+pub fn spawn_worker_binary(
+    api_url: &str,
+    kubeconfig: &std::path::Path,
+    pool: &str,
+    name: &str,
+    log: &std::path::Path,
+) -> Result<Child> {
     let out = std::fs::File::create(log)?;
     let err = out.try_clone()?;
     Ok(Command::new(worker_binary()?)
-        .args(["start", "--pool", pool, "--name", name, "--type", "kubernetes"])
+        .args([
+            "start",
+            "--pool",
+            pool,
+            "--name",
+            name,
+            "--type",
+            "kubernetes",
+        ])
         .env("PREFECT_API_URL", api_url)
         .env("KUBECONFIG", kubeconfig)
         .env("PREFECT_WORKER_QUERY_SECONDS", "0.5")
@@ -118,16 +157,26 @@ pub fn spawn_worker_binary(api_url: &str, kubeconfig: &std::path::Path, pool: &s
 }
 
 /// A deployment of `examples/flows/<entrypoint>` on `pool`, with `job_variables`.
-pub async fn flow_deployment(api: &PrefectApi, pool: &str, entrypoint: &str, job_variables: Value) -> Result<Uuid> {
+pub async fn flow_deployment(
+    api: &PrefectApi,
+    pool: &str,
+    entrypoint: &str,
+    job_variables: Value,
+) -> Result<Uuid> {
     let flows_dir = repo_root().join("examples/flows");
     let flow_name = entrypoint.rsplit(':').next().unwrap_or("flow");
     let flow_id = api.create_flow(flow_name).await?;
     api.create_deployment(&DeploymentSpec {
         work_pool_name: Some(pool.to_owned()),
         entrypoint: Some(entrypoint.to_owned()),
-        pull_steps: Some(json!([{"prefect.deployments.steps.set_working_directory": {"directory": flows_dir}}])),
+        pull_steps: Some(
+            json!([{"prefect.deployments.steps.set_working_directory": {"directory": flows_dir}}]),
+        ),
         job_variables: Some(job_variables),
-        ..DeploymentSpec::new(flow_id, format!("{flow_name}-{}", &Uuid::new_v4().simple().to_string()[..6]))
+        ..DeploymentSpec::new(
+            flow_id,
+            format!("{flow_name}-{}", &Uuid::new_v4().simple().to_string()[..6]),
+        )
     })
     .await
 }

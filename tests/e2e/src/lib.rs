@@ -1,6 +1,9 @@
 //! Shared helpers for the end-to-end tests: a recording test [`Worker`] that the generic
 //! runner drives against a real Prefect server, and a per-test pool/flow/deployment setup.
 
+// Test infrastructure: a poisoned lock or a failed setup is a failed test, said loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod k8s;
 pub mod proxy;
 pub mod recording;
@@ -46,10 +49,17 @@ pub struct Scenario {
 impl Scenario {
     /// Creates a pool of `pool_type` with `template`, a flow, and a deployment whose runs
     /// behave as `behavior` (see [`recording::Behavior`]).
-    pub async fn create(api: &PrefectApi, tag: &str, pool_type: &str, template: &Value, behavior: &str) -> Result<Self> {
+    pub async fn create(
+        api: &PrefectApi,
+        tag: &str,
+        pool_type: &str,
+        template: &Value,
+        behavior: &str,
+    ) -> Result<Self> {
         let suffix = &Uuid::new_v4().simple().to_string()[..8];
         let pool = format!("{tag}-{suffix}");
-        api.create_work_pool(&pool, pool_type, Some(template)).await?;
+        api.create_work_pool(&pool, pool_type, Some(template))
+            .await?;
         let flow_id = api.create_flow(&format!("flow-{tag}-{suffix}")).await?;
         let deployment_id = api
             .create_deployment(&DeploymentSpec {
@@ -58,7 +68,11 @@ impl Scenario {
                 ..DeploymentSpec::new(flow_id, format!("dep-{tag}"))
             })
             .await?;
-        Ok(Self { pool, flow_id, deployment_id })
+        Ok(Self {
+            pool,
+            flow_id,
+            deployment_id,
+        })
     }
 }
 

@@ -37,14 +37,21 @@ impl FaultProxy {
     /// Starts a proxy on 127.0.0.1:0 forwarding to `upstream_api_url` (`http://host:port/api`).
     pub async fn start(upstream_api_url: &str) -> anyhow::Result<Self> {
         let faults = Arc::new(Mutex::new(Vec::new()));
-        let shared = Shared { upstream: upstream_api_url.trim_end_matches('/').to_owned(), faults: faults.clone(), http: reqwest::Client::new() };
+        let shared = Shared {
+            upstream: upstream_api_url.trim_end_matches('/').to_owned(),
+            faults: faults.clone(),
+            http: reqwest::Client::new(),
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let app = axum::Router::new().fallback(forward).with_state(shared);
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(Self { api_url: format!("http://{addr}/api"), faults })
+        Ok(Self {
+            api_url: format!("http://{addr}/api"),
+            faults,
+        })
     }
 
     /// Answers matching requests with `fault` from now on.
@@ -56,16 +63,34 @@ impl FaultProxy {
 async fn forward(State(s): State<Shared>, req: Request) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().trim_start_matches("/api").to_owned();
-    let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
-    if let Some(f) = s.faults.lock().unwrap().iter().find(|f| f.method == method && f.path == path) {
-        return (f.status, [("content-type", "application/json")], f.body.clone()).into_response();
+    let query = req
+        .uri()
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    if let Some(f) = s
+        .faults
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|f| f.method == method && f.path == path)
+    {
+        return (
+            f.status,
+            [("content-type", "application/json")],
+            f.body.clone(),
+        )
+            .into_response();
     }
     let headers: HeaderMap = req.headers().clone();
     let body: Bytes = match axum::body::to_bytes(req.into_body(), 64 * 1024 * 1024).await {
         Ok(b) => b,
         Err(_) => return StatusCode::BAD_REQUEST.into_response(),
     };
-    let mut upstream = s.http.request(method, format!("{}{path}{query}", s.upstream)).body(body);
+    let mut upstream = s
+        .http
+        .request(method, format!("{}{path}{query}", s.upstream))
+        .body(body);
     for (k, v) in &headers {
         if k != "host" && k != "content-length" {
             upstream = upstream.header(k, v);

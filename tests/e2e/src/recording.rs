@@ -44,7 +44,12 @@ pub struct Recorder {
 
 impl Recorder {
     fn notify_for(&self, pid: &str) -> Arc<Notify> {
-        self.release.lock().unwrap().entry(pid.to_owned()).or_default().clone()
+        self.release
+            .lock()
+            .unwrap()
+            .entry(pid.to_owned())
+            .or_default()
+            .clone()
     }
 
     /// Ends a `block` run as if its infrastructure finished with status 0.
@@ -53,7 +58,12 @@ impl Recorder {
     }
 
     /// Waits until `check` holds for the record, up to `timeout`.
-    pub async fn wait_until(&self, timeout: Duration, what: &str, check: impl Fn(&Record) -> bool) -> anyhow::Result<()> {
+    pub async fn wait_until(
+        &self,
+        timeout: Duration,
+        what: &str,
+        check: impl Fn(&Record) -> bool,
+    ) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.changed.notified();
@@ -61,7 +71,10 @@ impl Recorder {
                 return Ok(());
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                anyhow::bail!("timed out after {timeout:?} waiting for {what}; record: {:?}", self.record.lock().unwrap());
+                anyhow::bail!(
+                    "timed out after {timeout:?} waiting for {what}; record: {:?}",
+                    self.record.lock().unwrap()
+                );
             }
         }
     }
@@ -83,7 +96,10 @@ pub struct RecordingWorker {
 impl RecordingWorker {
     #[must_use]
     pub fn new(template: Value) -> Self {
-        Self { recorder: Recorder::default(), template }
+        Self {
+            recorder: Recorder::default(),
+            template,
+        }
     }
 
     fn enter(&self, id: Uuid, configuration: &BaseJobConfiguration) {
@@ -114,42 +130,86 @@ impl Worker for RecordingWorker {
         self.template.clone()
     }
 
-    async fn run(&self, flow_run: &FlowRun, configuration: BaseJobConfiguration, mut ctx: RunContext) -> Result<WorkerResult, RunError> {
-        let behavior = configuration.env.get("BEHAVIOR").cloned().flatten().unwrap_or_else(|| "complete".into());
+    async fn run(
+        &self,
+        flow_run: &FlowRun,
+        configuration: BaseJobConfiguration,
+        mut ctx: RunContext,
+    ) -> Result<WorkerResult, RunError> {
+        let behavior = configuration
+            .env
+            .get("BEHAVIOR")
+            .cloned()
+            .flatten()
+            .unwrap_or_else(|| "complete".into());
         self.enter(flow_run.id, &configuration);
         let id = pid(flow_run.id);
         let result = match behavior.as_str() {
-            "fail-run" => Err(RunError::new("InfrastructureError", "the test infrastructure refused this run")),
+            "fail-run" => Err(RunError::new(
+                "InfrastructureError",
+                "the test infrastructure refused this run",
+            )),
             "complete" => {
                 ctx.started(id.clone());
-                for (t, n) in [(StateType::Running, "Running"), (StateType::Completed, "Completed")] {
+                for (t, n) in [
+                    (StateType::Running, "Running"),
+                    (StateType::Completed, "Completed"),
+                ] {
                     ctx.client()
                         .set_flow_run_state(flow_run.id, &StateCreate::new(t, n), false)
                         .await
                         .map_err(|e| RunError::new("TestError", e.to_string()))?;
                 }
-                Ok(WorkerResult { identifier: id, status_code: 0, detail: None })
+                Ok(WorkerResult {
+                    identifier: id,
+                    status_code: 0,
+                    detail: None,
+                })
             }
             "block" => {
                 ctx.started(id.clone());
                 let notify = self.recorder.notify_for(&id);
                 notify.notified().await;
-                Ok(WorkerResult { identifier: id, status_code: 0, detail: None })
+                Ok(WorkerResult {
+                    identifier: id,
+                    status_code: 0,
+                    detail: None,
+                })
             }
-            other => match other.strip_prefix("exit:").and_then(|c| c.parse::<i64>().ok()) {
+            other => match other
+                .strip_prefix("exit:")
+                .and_then(|c| c.parse::<i64>().ok())
+            {
                 Some(code) => {
                     ctx.started(id.clone());
-                    Ok(WorkerResult { identifier: id, status_code: code, detail: None })
+                    Ok(WorkerResult {
+                        identifier: id,
+                        status_code: code,
+                        detail: None,
+                    })
                 }
-                None => Err(RunError::new("ValueError", format!("unknown BEHAVIOR {other:?}"))),
+                None => Err(RunError::new(
+                    "ValueError",
+                    format!("unknown BEHAVIOR {other:?}"),
+                )),
             },
         };
         self.leave(flow_run.id);
         result
     }
 
-    async fn kill_infrastructure(&self, infrastructure_pid: &str, _configuration: &BaseJobConfiguration, _grace: Duration) -> Result<(), KillError> {
-        self.recorder.record.lock().unwrap().kills.push(infrastructure_pid.to_owned());
+    async fn kill_infrastructure(
+        &self,
+        infrastructure_pid: &str,
+        _configuration: &BaseJobConfiguration,
+        _grace: Duration,
+    ) -> Result<(), KillError> {
+        self.recorder
+            .record
+            .lock()
+            .unwrap()
+            .kills
+            .push(infrastructure_pid.to_owned());
         self.recorder.changed.notify_waiters();
         // A killed `block` run ends as a killed process would.
         self.notify_for_kill(infrastructure_pid);

@@ -1,6 +1,9 @@
 //! The Kubernetes worker end to end: a real Prefect server, the simulated cluster, and the
 //! worker in-process (or as the `prefect-worker` binary where the process itself matters).
 
+// Fixtures: a server that cannot start is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -22,8 +25,15 @@ fn server() -> &'static PrefectServer {
 }
 
 async fn run_now(api: &PrefectApi, deployment: Uuid, job_variables: Option<Value>) -> Result<Uuid> {
-    let spec = FlowRunSpec { scheduled_time: Some(chrono::Utc::now()), job_variables, ..FlowRunSpec::default() };
-    id_of(&api.create_flow_run_from_deployment(deployment, &spec).await?)
+    let spec = FlowRunSpec {
+        scheduled_time: Some(chrono::Utc::now()),
+        job_variables,
+        ..FlowRunSpec::default()
+    };
+    id_of(
+        &api.create_flow_run_from_deployment(deployment, &spec)
+            .await?,
+    )
 }
 
 async fn logs(api: &PrefectApi, id: Uuid) -> Vec<String> {
@@ -33,7 +43,14 @@ async fn logs(api: &PrefectApi, id: Uuid) -> Vec<String> {
 fn jobs_of(sim: &kubesim::SimHandle, run: Uuid) -> Vec<Job> {
     sim.list::<Job>(None)
         .into_iter()
-        .filter(|j| j.metadata.labels.as_ref().and_then(|l| l.get("prefect.io/flow-run-id")).map(String::as_str) == Some(&run.to_string()))
+        .filter(|j| {
+            j.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("prefect.io/flow-run-id"))
+                .map(String::as_str)
+                == Some(&run.to_string())
+        })
         .collect()
 }
 
@@ -45,8 +62,17 @@ async fn a_real_flow_completes_through_the_binary() -> Result<()> {
     let kubeconfig = dir.path().join("kubeconfig");
     sim.write_kubeconfig(&kubeconfig, "kubesim")?;
     let pool = pool_name("bin");
-    let mut child = spawn_worker_binary(server().api_url(), &kubeconfig, &pool, "binary-worker", &dir.path().join("worker.log"))?;
-    until("the pool to exist", T, || async { Ok(api.read_work_pool(&pool).await.is_ok()) }).await?;
+    let mut child = spawn_worker_binary(
+        server().api_url(),
+        &kubeconfig,
+        &pool,
+        "binary-worker",
+        &dir.path().join("worker.log"),
+    )?;
+    until("the pool to exist", T, || async {
+        Ok(api.read_work_pool(&pool).await.is_ok())
+    })
+    .await?;
     let dep = flow_deployment(&api, &pool, "hello.py:hello", json!({})).await?;
     let id = run_now(&api, dep, None).await?;
     let run = api.wait_for_flow_run_final(id, T).await;
@@ -56,14 +82,17 @@ async fn a_real_flow_completes_through_the_binary() -> Result<()> {
     // The engine in the pod ships its logs in batches; they may trail the final state.
     until("the flow's own log lines", T, || async {
         let messages = logs(&api, id).await;
-        Ok(messages.iter().any(|m| m.contains("Hello, world!")) && messages.iter().any(|m| m.contains("Kubernetes job '")))
+        Ok(messages.iter().any(|m| m.contains("Hello, world!"))
+            && messages.iter().any(|m| m.contains("Kubernetes job '")))
     })
     .await?;
     // stream_output: the flow's lines on the worker's stdout, prefixed with the run name.
     let name = run["name"].as_str().unwrap_or_default();
     until("streamed output", T, || async {
         let out = std::fs::read_to_string(dir.path().join("worker.log")).unwrap_or_default();
-        Ok(out.lines().any(|l| l.starts_with(&format!("{name} | ")) && l.contains("The answer is 42")))
+        Ok(out
+            .lines()
+            .any(|l| l.starts_with(&format!("{name} | ")) && l.contains("The answer is 42")))
     })
     .await?;
     let _ = child.kill();
@@ -77,7 +106,13 @@ async fn a_flow_that_raises_ends_failed_not_crashed() -> Result<()> {
     let api = server().api();
     let sim = start_cluster().await?;
     let pool = pool_name("fails");
-    let w = InProcessWorker::start(server().api_url(), &sim, &pool, KubernetesSettings::default()).await?;
+    let w = InProcessWorker::start(
+        server().api_url(),
+        &sim,
+        &pool,
+        KubernetesSettings::default(),
+    )
+    .await?;
     let dep = flow_deployment(&api, &pool, "hello.py:fails", json!({})).await?;
     let id = run_now(&api, dep, None).await?;
     let run = api.wait_for_flow_run_final(id, T).await?;
@@ -110,9 +145,18 @@ async fn run_image(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_container_exiting_3_without_reporting_is_crashed_with_its_exit_code() -> Result<()> {
-    let (run, id, sim, w) = run_image("exit3", json!({"image": "sim/exit:3"}), KubernetesSettings::default(), &["CRASHED"]).await?;
+    let (run, id, sim, w) = run_image(
+        "exit3",
+        json!({"image": "sim/exit:3"}),
+        KubernetesSettings::default(),
+        &["CRASHED"],
+    )
+    .await?;
     let msg = run["state"]["message"].as_str().unwrap_or_default();
-    assert!(msg.starts_with("Flow run infrastructure exited with non-zero status code 3."), "{msg}");
+    assert!(
+        msg.starts_with("Flow run infrastructure exited with non-zero status code 3."),
+        "{msg}"
+    );
     assert!(msg.contains("BackoffLimitExceeded"), "{msg}");
     assert_eq!(jobs_of(&sim, id).len(), 1);
     w.stop().await?;
@@ -121,7 +165,8 @@ async fn a_container_exiting_3_without_reporting_is_crashed_with_its_exit_code()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_image_pull_error_is_crashed_at_the_pod_watch_timeout_and_its_job_deleted() -> Result<()> {
+async fn an_image_pull_error_is_crashed_at_the_pod_watch_timeout_and_its_job_deleted() -> Result<()>
+{
     let started = std::time::Instant::now();
     let (run, id, sim, w) = run_image(
         "pull",
@@ -131,20 +176,41 @@ async fn an_image_pull_error_is_crashed_at_the_pod_watch_timeout_and_its_job_del
     )
     .await?;
     let msg = run["state"]["message"].as_str().unwrap_or_default();
-    assert!(msg.contains("pod_watch_timeout_seconds") && msg.contains("Image pull failed"), "{msg}");
-    assert!(started.elapsed() < Duration::from_secs(60), "crashed near the 5 s timeout, took {:?}", started.elapsed());
-    until("the Job to be deleted", T, || async { Ok(jobs_of(&sim, id).is_empty()) }).await?;
+    assert!(
+        msg.contains("pod_watch_timeout_seconds") && msg.contains("Image pull failed"),
+        "{msg}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "crashed near the 5 s timeout, took {:?}",
+        started.elapsed()
+    );
+    until("the Job to be deleted", T, || async {
+        Ok(jobs_of(&sim, id).is_empty())
+    })
+    .await?;
     let messages = logs(&server().api(), id).await;
-    assert!(messages.iter().filter(|m| m.starts_with("Image pull failed")).count() == 1, "diagnosis logged once: {messages:?}");
+    assert!(
+        messages
+            .iter()
+            .filter(|m| m.starts_with("Image pull failed"))
+            .count()
+            == 1,
+        "diagnosis logged once: {messages:?}"
+    );
     let types = server().api().read_flow_run_states(id).await?;
-    assert!(types.iter().any(|s| s["name"] == "InfrastructurePending"), "{types:?}");
+    assert!(
+        types.iter().any(|s| s["name"] == "InfrastructurePending"),
+        "{types:?}"
+    );
     w.stop().await?;
     sim.shutdown().await;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unschedulable_pod_is_diagnosed_but_not_crashed_unless_the_pending_timeout_is_set() -> Result<()> {
+async fn an_unschedulable_pod_is_diagnosed_but_not_crashed_unless_the_pending_timeout_is_set()
+-> Result<()> {
     let api = server().api();
     // Without the pending timeout: diagnosed, still waiting after the pod-watch timeout.
     let (_, id, sim, w) = run_image(
@@ -154,18 +220,43 @@ async fn an_unschedulable_pod_is_diagnosed_but_not_crashed_unless_the_pending_ti
         &["PENDING"],
     )
     .await?;
-    until("the diagnosis in the run's logs", T, || async { Ok(logs(&api, id).await.iter().any(|m| m.starts_with("Pod is unschedulable"))) }).await?;
+    until("the diagnosis in the run's logs", T, || async {
+        Ok(logs(&api, id)
+            .await
+            .iter()
+            .any(|m| m.starts_with("Pod is unschedulable")))
+    })
+    .await?;
     tokio::time::sleep(Duration::from_secs(3)).await; // past the 1 s pod-watch timeout
     assert_eq!(api.read_flow_run(id).await?["state"]["type"], "PENDING");
-    assert_eq!(jobs_of(&sim, id).len(), 1, "the Job is left to the autoscaler");
+    assert_eq!(
+        jobs_of(&sim, id).len(),
+        1,
+        "the Job is left to the autoscaler"
+    );
     w.stop().await?;
     sim.shutdown().await;
     // With it: crashed, Job deleted.
-    let settings = KubernetesSettings { pending_timeout: Some(Duration::from_secs(3)), ..KubernetesSettings::default() };
-    let (run, id, sim, w) = run_image("unsched-t", json!({"image": "sim/unschedulable"}), settings, &["CRASHED"]).await?;
+    let settings = KubernetesSettings {
+        pending_timeout: Some(Duration::from_secs(3)),
+        ..KubernetesSettings::default()
+    };
+    let (run, id, sim, w) = run_image(
+        "unsched-t",
+        json!({"image": "sim/unschedulable"}),
+        settings,
+        &["CRASHED"],
+    )
+    .await?;
     let msg = run["state"]["message"].as_str().unwrap_or_default();
-    assert!(msg.contains("PENDING_TIMEOUT_SECONDS") && msg.contains("Pod is unschedulable"), "{msg}");
-    until("the Job to be deleted", T, || async { Ok(jobs_of(&sim, id).is_empty()) }).await?;
+    assert!(
+        msg.contains("PENDING_TIMEOUT_SECONDS") && msg.contains("Pod is unschedulable"),
+        "{msg}"
+    );
+    until("the Job to be deleted", T, || async {
+        Ok(jobs_of(&sim, id).is_empty())
+    })
+    .await?;
     w.stop().await?;
     sim.shutdown().await;
     Ok(())
@@ -177,11 +268,25 @@ async fn a_quota_failed_create_is_diagnosed() -> Result<()> {
     let sim = start_cluster().await?;
     sim.set_quota_exceeded("default", true);
     let pool = pool_name("quota");
-    let w = InProcessWorker::start(server().api_url(), &sim, &pool, KubernetesSettings::default()).await?;
-    let dep = flow_deployment(&api, &pool, "hello.py:hello", json!({"image": "sim/sleep:1"})).await?;
+    let w = InProcessWorker::start(
+        server().api_url(),
+        &sim,
+        &pool,
+        KubernetesSettings::default(),
+    )
+    .await?;
+    let dep = flow_deployment(
+        &api,
+        &pool,
+        "hello.py:hello",
+        json!({"image": "sim/sleep:1"}),
+    )
+    .await?;
     let id = run_now(&api, dep, None).await?;
     until("the FailedCreate diagnosis", T, || async {
-        Ok(logs(&api, id).await.iter().any(|m| m.starts_with("Kubernetes cannot create the Job's pod") && m.contains("exceeded quota")))
+        Ok(logs(&api, id).await.iter().any(|m| {
+            m.starts_with("Kubernetes cannot create the Job's pod") && m.contains("exceeded quota")
+        }))
     })
     .await?;
     w.stop().await?;
@@ -191,9 +296,18 @@ async fn a_quota_failed_create_is_diagnosed() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oom_killed_container_is_crashed_with_137_and_the_diagnosis() -> Result<()> {
-    let (run, _, sim, w) = run_image("oom", json!({"image": "sim/oom"}), KubernetesSettings::default(), &["CRASHED"]).await?;
+    let (run, _, sim, w) = run_image(
+        "oom",
+        json!({"image": "sim/oom"}),
+        KubernetesSettings::default(),
+        &["CRASHED"],
+    )
+    .await?;
     let msg = run["state"]["message"].as_str().unwrap_or_default();
-    assert!(msg.starts_with("Flow run infrastructure exited with non-zero status code 137."), "{msg}");
+    assert!(
+        msg.starts_with("Flow run infrastructure exited with non-zero status code 137."),
+        "{msg}"
+    );
     assert!(msg.contains("OOMKilled"), "{msg}");
     w.stop().await?;
     sim.shutdown().await;
@@ -203,13 +317,24 @@ async fn an_oom_killed_container_is_crashed_with_137_and_the_diagnosis() -> Resu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eviction_with_backoff_limit_0_and_2() -> Result<()> {
     for (limit, pods) in [(0, 1), (2, 3)] {
-        let (run, id, sim, w) =
-            run_image("evict", json!({"image": "sim/evict:1", "backoff_limit": limit}), KubernetesSettings::default(), &["CRASHED"]).await?;
+        let (run, id, sim, w) = run_image(
+            "evict",
+            json!({"image": "sim/evict:1", "backoff_limit": limit}),
+            KubernetesSettings::default(),
+            &["CRASHED"],
+        )
+        .await?;
         let msg = run["state"]["message"].as_str().unwrap_or_default();
         assert!(msg.contains("Pod was evicted"), "{msg}");
         let job = jobs_of(&sim, id).pop();
-        let failed = job.and_then(|j| j.status).and_then(|s| s.failed).unwrap_or_default();
-        assert_eq!(failed, pods, "backoff_limit {limit}: Kubernetes retried the evicted pod {pods} time(s) in all");
+        let failed = job
+            .and_then(|j| j.status)
+            .and_then(|s| s.failed)
+            .unwrap_or_default();
+        assert_eq!(
+            failed, pods,
+            "backoff_limit {limit}: Kubernetes retried the evicted pod {pods} time(s) in all"
+        );
         w.stop().await?;
         sim.shutdown().await;
     }
@@ -218,11 +343,20 @@ async fn eviction_with_backoff_limit_0_and_2() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_deleted_by_hand_is_crashed() -> Result<()> {
-    let (_, id, sim, w) = run_image("deleted", json!({"image": "sim/sleep:60"}), KubernetesSettings::default(), &["PENDING"]).await?;
+    let (_, id, sim, w) = run_image(
+        "deleted",
+        json!({"image": "sim/sleep:60"}),
+        KubernetesSettings::default(),
+        &["PENDING"],
+    )
+    .await?;
     until("the Job", T, || async { Ok(!jobs_of(&sim, id).is_empty()) }).await?;
     let job = jobs_of(&sim, id).remove(0);
     sim.delete::<Job>("default", job.metadata.name.as_deref().unwrap_or_default())?;
-    let run = server().api().wait_for_flow_run_state(id, &["CRASHED"], T).await?;
+    let run = server()
+        .api()
+        .wait_for_flow_run_state(id, &["CRASHED"], T)
+        .await?;
     assert_eq!(run["state"]["message"], "Kubernetes job was deleted");
     w.stop().await?;
     sim.shutdown().await;
@@ -232,16 +366,29 @@ async fn a_job_deleted_by_hand_is_crashed() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_running_run_deletes_its_job_and_cancels_it() -> Result<()> {
     let api = server().api();
-    let (_, id, sim, w) = run_image("cancel", json!({"image": "sim/sleep:120"}), KubernetesSettings::default(), &["PENDING"]).await?;
-    api.wait_for_flow_run(id, |r| r["infrastructure_pid"].is_string(), T).await?;
+    let (_, id, sim, w) = run_image(
+        "cancel",
+        json!({"image": "sim/sleep:120"}),
+        KubernetesSettings::default(),
+        &["PENDING"],
+    )
+    .await?;
+    api.wait_for_flow_run(id, |r| r["infrastructure_pid"].is_string(), T)
+        .await?;
     until("the pod running", T, || async {
-        Ok(sim.list::<Pod>(Some("default")).iter().any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")))
+        Ok(sim
+            .list::<Pod>(Some("default"))
+            .iter()
+            .any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")))
     })
     .await?;
     api.set_flow_run_state(id, "RUNNING", None, true).await?;
     api.set_flow_run_state(id, "CANCELLING", None, true).await?;
     api.wait_for_flow_run_state(id, &["CANCELLED"], T).await?;
-    until("the Job to be gone", T, || async { Ok(jobs_of(&sim, id).is_empty()) }).await?;
+    until("the Job to be gone", T, || async {
+        Ok(jobs_of(&sim, id).is_empty())
+    })
+    .await?;
     tokio::time::sleep(Duration::from_secs(2)).await; // a late crash report would land here
     let types = api.read_flow_run_state_types(id).await?;
     assert!(!types.iter().any(|t| t == "CRASHED"), "{types:?}");
@@ -259,24 +406,67 @@ async fn the_api_key_secret_mode_keeps_the_key_out_of_the_manifest_and_logs() ->
     let key = "pnu_e2e-secret-key-0123456789";
     // The key reaches the job through the worker's environment (PREFECT_API_KEY); the
     // test server ignores it.
-    let settings = KubernetesSettings { create_secret_for_api_key: true, ..KubernetesSettings::default() };
-    let w = InProcessWorker::start_with_env(server().api_url(), &sim, &pool, settings, &[("PREFECT_API_KEY", key)]).await?;
-    let dep = flow_deployment(&api, &pool, "hello.py:hello", json!({"image": "sim/sleep:1"})).await?;
+    let settings = KubernetesSettings {
+        create_secret_for_api_key: true,
+        ..KubernetesSettings::default()
+    };
+    let w = InProcessWorker::start_with_env(
+        server().api_url(),
+        &sim,
+        &pool,
+        settings,
+        &[("PREFECT_API_KEY", key)],
+    )
+    .await?;
+    let dep = flow_deployment(
+        &api,
+        &pool,
+        "hello.py:hello",
+        json!({"image": "sim/sleep:1"}),
+    )
+    .await?;
     let id = run_now(&api, dep, None).await?;
     until("the Job", T, || async { Ok(!jobs_of(&sim, id).is_empty()) }).await?;
     let job = jobs_of(&sim, id).remove(0);
     let manifest = serde_json::to_string(&job)?;
     assert!(!manifest.contains(key), "the key is not in the Job");
-    let env = &job.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0].env.clone().unwrap_or_default();
-    let entry = env.iter().find(|e| e.name == "PREFECT_API_KEY").expect("PREFECT_API_KEY entry");
-    let secret_ref = entry.value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()).expect("secretKeyRef");
+    let env = &job
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .env
+        .clone()
+        .unwrap_or_default();
+    let entry = env
+        .iter()
+        .find(|e| e.name == "PREFECT_API_KEY")
+        .expect("PREFECT_API_KEY entry");
+    let secret_ref = entry
+        .value_from
+        .as_ref()
+        .and_then(|v| v.secret_key_ref.as_ref())
+        .expect("secretKeyRef");
     assert_eq!(secret_ref.key, "value");
-    let secret: k8s_openapi::api::core::v1::Secret = sim.get("default", &secret_ref.name).expect("the Secret exists");
+    let secret: k8s_openapi::api::core::v1::Secret = sim
+        .get("default", &secret_ref.name)
+        .expect("the Secret exists");
     assert_eq!(secret.data.unwrap()["value"].0, key.as_bytes());
     let messages = logs(&api, id).await;
-    assert!(!messages.iter().any(|m| m.contains(key)), "the key is not in the run's logs");
+    assert!(
+        !messages.iter().any(|m| m.contains(key)),
+        "the key is not in the run's logs"
+    );
     w.stop().await?;
-    assert!(sim.get::<k8s_openapi::api::core::v1::Secret>("default", &secret_ref.name).is_none(), "teardown deletes the Secret");
+    assert!(
+        sim.get::<k8s_openapi::api::core::v1::Secret>("default", &secret_ref.name)
+            .is_none(),
+        "teardown deletes the Secret"
+    );
     sim.shutdown().await;
     Ok(())
 }
@@ -287,14 +477,33 @@ async fn a_per_run_cluster_config_targets_a_second_cluster() -> Result<()> {
     let first = start_cluster().await?;
     let second = start_cluster().await?;
     let pool = pool_name("cluster");
-    let w = InProcessWorker::start(server().api_url(), &first, &pool, KubernetesSettings::default()).await?;
+    let w = InProcessWorker::start(
+        server().api_url(),
+        &first,
+        &pool,
+        KubernetesSettings::default(),
+    )
+    .await?;
     let kubeconfig: Value = serde_yaml::from_str(&second.kubeconfig_yaml("second")?)?;
     let cluster_config = json!({"config": kubeconfig, "context_name": "second"});
-    let dep = flow_deployment(&api, &pool, "hello.py:hello", json!({"image": "sim/exit:0", "cluster_config": cluster_config})).await?;
+    let dep = flow_deployment(
+        &api,
+        &pool,
+        "hello.py:hello",
+        json!({"image": "sim/exit:0", "cluster_config": cluster_config}),
+    )
+    .await?;
     let id = run_now(&api, dep, None).await?;
-    api.wait_for_flow_run(id, |r| r["infrastructure_pid"].is_string(), T).await?;
-    until("the Job on the second cluster", T, || async { Ok(!jobs_of(&second, id).is_empty()) }).await?;
-    assert!(jobs_of(&first, id).is_empty(), "nothing on the default cluster");
+    api.wait_for_flow_run(id, |r| r["infrastructure_pid"].is_string(), T)
+        .await?;
+    until("the Job on the second cluster", T, || async {
+        Ok(!jobs_of(&second, id).is_empty())
+    })
+    .await?;
+    assert!(
+        jobs_of(&first, id).is_empty(),
+        "nothing on the default cluster"
+    );
     w.stop().await?;
     first.shutdown().await;
     second.shutdown().await;

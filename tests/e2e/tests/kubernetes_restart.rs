@@ -22,25 +22,59 @@ async fn a_worker_killed_mid_run_and_restarted_still_completes_the_run_once() ->
     let kubeconfig = dir.path().join("kubeconfig");
     sim.write_kubeconfig(&kubeconfig, "kubesim")?;
     let pool = pool_name("restart");
-    let mut first = spawn_worker_binary(server.api_url(), &kubeconfig, &pool, "restart-worker", &dir.path().join("first.log"))?;
-    until("the pool", T, || async { Ok(api.read_work_pool(&pool).await.is_ok()) }).await?;
+    let mut first = spawn_worker_binary(
+        server.api_url(),
+        &kubeconfig,
+        &pool,
+        "restart-worker",
+        &dir.path().join("first.log"),
+    )?;
+    until("the pool", T, || async {
+        Ok(api.read_work_pool(&pool).await.is_ok())
+    })
+    .await?;
     let dep = flow_deployment(&api, &pool, "hello.py:slow", json!({})).await?;
-    let id = id_of(&api.create_flow_run_from_deployment(dep, &FlowRunSpec { scheduled_time: Some(chrono::Utc::now()), ..FlowRunSpec::default() }).await?)?;
+    let id = id_of(
+        &api.create_flow_run_from_deployment(
+            dep,
+            &FlowRunSpec {
+                scheduled_time: Some(chrono::Utc::now()),
+                ..FlowRunSpec::default()
+            },
+        )
+        .await?,
+    )?;
     api.wait_for_flow_run_state(id, &["RUNNING"], T).await?;
     first.kill()?; // SIGKILL: no teardown, no goodbye
     first.wait()?;
-    let mut second = spawn_worker_binary(server.api_url(), &kubeconfig, &pool, "restart-worker", &dir.path().join("second.log"))?;
+    let mut second = spawn_worker_binary(
+        server.api_url(),
+        &kubeconfig,
+        &pool,
+        "restart-worker",
+        &dir.path().join("second.log"),
+    )?;
     let run = api.wait_for_flow_run_final(id, T).await?;
     let log2 = std::fs::read_to_string(dir.path().join("second.log")).unwrap_or_default();
     assert_eq!(run["state"]["type"], "COMPLETED", "{run}\n{log2}");
-    assert!(log2.contains("resuming tracking of flow run"), "the restarted worker adopted the Job:\n{log2}");
+    assert!(
+        log2.contains("resuming tracking of flow run"),
+        "the restarted worker adopted the Job:\n{log2}"
+    );
     let jobs: Vec<Job> = sim.list(Some("default"));
     assert_eq!(jobs.len(), 1, "one Job, never re-submitted");
     let pods: Vec<Pod> = sim.list(Some("default"));
     assert_eq!(pods.len(), 1);
     let states = api.read_flow_run_states(id).await?;
-    let names: Vec<String> = states.iter().map(|s| s["name"].as_str().unwrap_or_default().to_owned()).collect();
-    assert_eq!(names.iter().filter(|n| *n == "Pending").count(), 1, "claimed once: {names:?}");
+    let names: Vec<String> = states
+        .iter()
+        .map(|s| s["name"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        names.iter().filter(|n| *n == "Pending").count(),
+        1,
+        "claimed once: {names:?}"
+    );
     assert!(!names.iter().any(|n| n == "Crashed"), "{names:?}");
     let _ = second.kill();
     let _ = second.wait();

@@ -1,5 +1,8 @@
 //! The generic runner against a real Prefect server, driving the recording test worker.
 
+// Fixtures: a server that cannot start is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -8,7 +11,10 @@ use chrono::Utc;
 use e2e::proxy::{Fault, FaultProxy};
 use e2e::recording::{RecordingWorker, pid};
 use e2e::{CANCEL_POLL, HEARTBEAT, QUERY, Scenario, recording_template, until};
-use prefect_test_harness::{Backend, CollisionStrategy, DeploymentSpec, FlowRunSpec, PrefectApi, PrefectServer, ServerOptions, state_type};
+use prefect_test_harness::{
+    Backend, CollisionStrategy, DeploymentSpec, FlowRunSpec, PrefectApi, PrefectServer,
+    ServerOptions, state_type,
+};
 use prefect_worker_core::client::{ClientOptions, PrefectClient};
 use prefect_worker_core::runner::{Runner, RunnerError, RunnerOptions, health};
 use serde_json::json;
@@ -21,9 +27,10 @@ const T: Duration = Duration::from_secs(60);
 fn server() -> &'static PrefectServer {
     static SERVER: OnceLock<PrefectServer> = OnceLock::new();
     SERVER.get_or_init(|| {
-        PrefectServer::start_with(
-            ServerOptions::new(Backend::Sqlite).env("PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS", "1"),
-        )
+        PrefectServer::start_with(ServerOptions::new(Backend::Sqlite).env(
+            "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS",
+            "1",
+        ))
         .expect("start the Prefect server")
     })
 }
@@ -59,7 +66,13 @@ impl Running {
 
 async fn scheduled_run(api: &PrefectApi, s: &Scenario, at: chrono::DateTime<Utc>) -> Result<Uuid> {
     let run = api
-        .create_flow_run_from_deployment(s.deployment_id, &FlowRunSpec { scheduled_time: Some(at), ..FlowRunSpec::default() })
+        .create_flow_run_from_deployment(
+            s.deployment_id,
+            &FlowRunSpec {
+                scheduled_time: Some(at),
+                ..FlowRunSpec::default()
+            },
+        )
         .await?;
     prefect_test_harness::id_of(&run)
 }
@@ -83,11 +96,26 @@ async fn a_scheduled_run_is_submitted_once_and_its_pid_recorded() -> Result<()> 
     // Another few polls must not submit it again.
     let polls_before = rec.record.lock().unwrap().runs.len();
     tokio::time::sleep(QUERY * 4).await;
-    assert_eq!(rec.record.lock().unwrap().runs.iter().filter(|r| **r == id).count(), 1);
+    assert_eq!(
+        rec.record
+            .lock()
+            .unwrap()
+            .runs
+            .iter()
+            .filter(|r| **r == id)
+            .count(),
+        1
+    );
     assert_eq!(polls_before, 1);
     let cfg = rec.record.lock().unwrap().configurations[&id].clone();
-    assert_eq!(cfg.env.get("PREFECT__FLOW_RUN_ID").cloned().flatten(), Some(id.to_string()));
-    assert_eq!(cfg.labels.get("prefect.io/flow-run-id"), Some(&id.to_string()));
+    assert_eq!(
+        cfg.env.get("PREFECT__FLOW_RUN_ID").cloned().flatten(),
+        Some(id.to_string())
+    );
+    assert_eq!(
+        cfg.labels.get("prefect.io/flow-run-id"),
+        Some(&id.to_string())
+    );
     // Worker log lines about the run reach the run's logs in Prefect.
     until("flow-run logs", T, || async {
         let logs = api.read_flow_run_log_messages(id).await?;
@@ -95,7 +123,10 @@ async fn a_scheduled_run_is_submitted_once_and_its_pid_recorded() -> Result<()> 
     })
     .await?;
     let types = state_types(&api, id).await;
-    assert!(types.windows(2).any(|w| w == ["PENDING", "PENDING"]), "Pending then Submitting: {types:?}");
+    assert!(
+        types.windows(2).any(|w| w == ["PENDING", "PENDING"]),
+        "Pending then Submitting: {types:?}"
+    );
     r.stop().await?;
     assert_eq!(rec.record.lock().unwrap().teardowns, 1);
     Ok(())
@@ -104,13 +135,25 @@ async fn a_scheduled_run_is_submitted_once_and_its_pid_recorded() -> Result<()> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_inside_the_prefetch_window_is_submitted_early() -> Result<()> {
     let api = server().api();
-    let s = Scenario::create(&api, "prefetch", "recording", &recording_template(), "block").await?;
+    let s = Scenario::create(
+        &api,
+        "prefetch",
+        "recording",
+        &recording_template(),
+        "block",
+    )
+    .await?;
     let at = Utc::now() + chrono::Duration::seconds(8);
     let id = scheduled_run(&api, &s, at).await?;
     let worker = RecordingWorker::new(recording_template());
     let rec = worker.recorder.clone();
-    let r = Running::start(server().api_url(), worker, options(&s.pool, "prefetch-worker"));
-    rec.wait_until(T, "the early submission", |r| r.runs.contains(&id)).await?;
+    let r = Running::start(
+        server().api_url(),
+        worker,
+        options(&s.pool, "prefetch-worker"),
+    );
+    rec.wait_until(T, "the early submission", |r| r.runs.contains(&id))
+        .await?;
     assert!(Utc::now() < at, "submitted before its scheduled time");
     rec.release(id);
     r.stop().await
@@ -129,16 +172,24 @@ async fn deployment_concurrency_limit_rejects_then_submits_later() -> Result<()>
             ..DeploymentSpec::new(s.flow_id, "limited")
         })
         .await?;
-    let s = Scenario { deployment_id: limited, ..s };
+    let s = Scenario {
+        deployment_id: limited,
+        ..s
+    };
     let first = scheduled_run(&api, &s, Utc::now()).await?;
     let second = scheduled_run(&api, &s, Utc::now()).await?;
     let worker = RecordingWorker::new(recording_template());
     let rec = worker.recorder.clone();
     let r = Running::start(server().api_url(), worker, options(&s.pool, "conc-worker"));
-    rec.wait_until(T, "one submission", |r| !r.runs.is_empty()).await?;
+    rec.wait_until(T, "one submission", |r| !r.runs.is_empty())
+        .await?;
     let (holder, waiter) = {
         let runs = rec.record.lock().unwrap().runs.clone();
-        if runs[0] == first { (first, second) } else { (second, first) }
+        if runs[0] == first {
+            (first, second)
+        } else {
+            (second, first)
+        }
     };
     // The other one was rejected into AwaitingConcurrencySlot and not submitted.
     until("the rejected run to be awaiting a slot", T, || async {
@@ -148,9 +199,11 @@ async fn deployment_concurrency_limit_rejects_then_submits_later() -> Result<()>
     .await?;
     assert!(!rec.record.lock().unwrap().runs.contains(&waiter));
     // The holder finishes; the waiter gets the slot and is submitted.
-    api.set_flow_run_state(holder, "COMPLETED", None, true).await?;
+    api.set_flow_run_state(holder, "COMPLETED", None, true)
+        .await?;
     rec.release(holder);
-    rec.wait_until(T, "the waiter's submission", |r| r.runs.contains(&waiter)).await?;
+    rec.wait_until(T, "the waiter's submission", |r| r.runs.contains(&waiter))
+        .await?;
     rec.release(waiter);
     r.stop().await
 }
@@ -158,9 +211,20 @@ async fn deployment_concurrency_limit_rejects_then_submits_later() -> Result<()>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_error_before_start_is_crashed_with_its_message() -> Result<()> {
     let api = server().api();
-    let s = Scenario::create(&api, "runerr", "recording", &recording_template(), "fail-run").await?;
+    let s = Scenario::create(
+        &api,
+        "runerr",
+        "recording",
+        &recording_template(),
+        "fail-run",
+    )
+    .await?;
     let id = scheduled_run(&api, &s, Utc::now()).await?;
-    let r = Running::start(server().api_url(), RecordingWorker::new(recording_template()), options(&s.pool, "err-worker"));
+    let r = Running::start(
+        server().api_url(),
+        RecordingWorker::new(recording_template()),
+        options(&s.pool, "err-worker"),
+    );
     let run = api.wait_for_flow_run_state(id, &["CRASHED"], T).await?;
     assert_eq!(
         run["state"]["message"],
@@ -174,7 +238,11 @@ async fn a_non_zero_status_is_crashed_with_the_exit_code_explained() -> Result<(
     let api = server().api();
     let s = Scenario::create(&api, "exit", "recording", &recording_template(), "exit:3").await?;
     let id = scheduled_run(&api, &s, Utc::now()).await?;
-    let r = Running::start(server().api_url(), RecordingWorker::new(recording_template()), options(&s.pool, "exit-worker"));
+    let r = Running::start(
+        server().api_url(),
+        RecordingWorker::new(recording_template()),
+        options(&s.pool, "exit-worker"),
+    );
     let run = api.wait_for_flow_run_state(id, &["CRASHED"], T).await?;
     assert_eq!(
         run["state"]["message"],
@@ -190,15 +258,31 @@ async fn a_cancelling_run_has_its_infrastructure_killed_and_is_cancelled() -> Re
     let id = scheduled_run(&api, &s, Utc::now()).await?;
     let worker = RecordingWorker::new(recording_template());
     let rec = worker.recorder.clone();
-    let r = Running::start(server().api_url(), worker, options(&s.pool, "cancel-worker"));
-    rec.wait_until(T, "the submission", |r| r.in_flight.contains(&id)).await?;
-    api.wait_for_flow_run(id, |run| run["infrastructure_pid"] == pid(id), T).await?;
+    let r = Running::start(
+        server().api_url(),
+        worker,
+        options(&s.pool, "cancel-worker"),
+    );
+    rec.wait_until(T, "the submission", |r| r.in_flight.contains(&id))
+        .await?;
+    api.wait_for_flow_run(id, |run| run["infrastructure_pid"] == pid(id), T)
+        .await?;
     api.set_flow_run_state(id, "CANCELLING", None, true).await?;
-    rec.wait_until(T, "the kill", |r| r.kills.contains(&pid(id))).await?;
+    rec.wait_until(T, "the kill", |r| r.kills.contains(&pid(id)))
+        .await?;
     let run = api.wait_for_flow_run_state(id, &["CANCELLED"], T).await?;
-    assert!(run["state"]["message"].as_str().unwrap_or("").contains("cancelled by the worker"), "{run}");
+    assert!(
+        run["state"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("cancelled by the worker"),
+        "{run}"
+    );
     let types = state_types(&api, id).await;
-    assert!(!types.iter().any(|t| t == "CRASHED"), "a cancelled run is never reported crashed: {types:?}");
+    assert!(
+        !types.iter().any(|t| t == "CRASHED"),
+        "a cancelled run is never reported crashed: {types:?}"
+    );
     r.stop().await
 }
 
@@ -212,21 +296,35 @@ async fn limit_bounds_flow_runs_in_flight() -> Result<()> {
     }
     let worker = RecordingWorker::new(recording_template());
     let rec = worker.recorder.clone();
-    let r = Running::start(server().api_url(), worker, options(&s.pool, "limit-worker").with_limit(Some(2)));
-    rec.wait_until(T, "two runs in flight", |r| r.in_flight.len() == 2).await?;
+    let r = Running::start(
+        server().api_url(),
+        worker,
+        options(&s.pool, "limit-worker").with_limit(Some(2)),
+    );
+    rec.wait_until(T, "two runs in flight", |r| r.in_flight.len() == 2)
+        .await?;
     // Several polls later, still two.
     tokio::time::sleep(QUERY * 5).await;
     assert_eq!(rec.record.lock().unwrap().max_in_flight, 2);
     // Each finished run frees a slot for the next.
     for _ in 0..5 {
-        let first = *rec.record.lock().unwrap().in_flight.iter().next().context("a run in flight")?;
+        let first = *rec
+            .record
+            .lock()
+            .unwrap()
+            .in_flight
+            .iter()
+            .next()
+            .context("a run in flight")?;
         let done = rec.record.lock().unwrap().runs.len();
         rec.release(first);
         if done < 5 {
-            rec.wait_until(T, "the next submission", |r| r.runs.len() == done + 1).await?;
+            rec.wait_until(T, "the next submission", |r| r.runs.len() == done + 1)
+                .await?;
         }
     }
-    rec.wait_until(T, "all runs submitted", |r| r.runs.len() == 5).await?;
+    rec.wait_until(T, "all runs submitted", |r| r.runs.len() == 5)
+        .await?;
     assert_eq!(rec.record.lock().unwrap().max_in_flight, 2);
     r.stop().await
 }
@@ -234,12 +332,23 @@ async fn limit_bounds_flow_runs_in_flight() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_once_polls_once_waits_for_its_runs_and_exits() -> Result<()> {
     let api = server().api();
-    let s = Scenario::create(&api, "once-mode", "recording", &recording_template(), "complete").await?;
+    let s = Scenario::create(
+        &api,
+        "once-mode",
+        "recording",
+        &recording_template(),
+        "complete",
+    )
+    .await?;
     let a = scheduled_run(&api, &s, Utc::now()).await?;
     let b = scheduled_run(&api, &s, Utc::now()).await?;
     let worker = RecordingWorker::new(recording_template());
     let rec = worker.recorder.clone();
-    let runner = Runner::new(worker, client(server().api_url()), options(&s.pool, "run-once-worker").with_run_once(true));
+    let runner = Runner::new(
+        worker,
+        client(server().api_url()),
+        options(&s.pool, "run-once-worker").with_run_once(true),
+    );
     tokio::time::timeout(T, runner.run(CancellationToken::new())).await??;
     for id in [a, b] {
         assert_eq!(state_type(&api.read_flow_run(id).await?), Some("COMPLETED"));
@@ -258,7 +367,14 @@ async fn a_deleted_deployment_cancels_its_run() -> Result<()> {
     // only in a race: the run was polled, then its deployment vanished. A proxy in front of
     // the real server answers the deployment read with the server's own 404.
     let api = server().api();
-    let s = Scenario::create(&api, "deleted", "recording", &recording_template(), "complete").await?;
+    let s = Scenario::create(
+        &api,
+        "deleted",
+        "recording",
+        &recording_template(),
+        "complete",
+    )
+    .await?;
     let proxy = FaultProxy::start(server().api_url()).await?;
     proxy.inject(Fault {
         method: reqwest::Method::GET,
@@ -271,8 +387,17 @@ async fn a_deleted_deployment_cancels_its_run() -> Result<()> {
     let rec = worker.recorder.clone();
     let r = Running::start(&proxy.api_url, worker, options(&s.pool, "deleted-worker"));
     let run = api.wait_for_flow_run_state(id, &["CANCELLED"], T).await?;
-    assert_eq!(run["state"]["message"], format!("Deployment {} no longer exists, cancelled run.", s.deployment_id));
-    assert!(rec.record.lock().unwrap().runs.is_empty(), "never submitted");
+    assert_eq!(
+        run["state"]["message"],
+        format!(
+            "Deployment {} no longer exists, cancelled run.",
+            s.deployment_id
+        )
+    );
+    assert!(
+        rec.record.lock().unwrap().runs.is_empty(),
+        "never submitted"
+    );
     r.stop().await
 }
 
@@ -289,18 +414,31 @@ async fn a_bad_api_key_fails_fast_at_startup() -> Result<()> {
                 let mut buf = [0u8; 4096];
                 let _ = sock.read(&mut buf).await;
                 let body = r#"{"detail":"Unauthorized"}"#;
-                let resp = format!("HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+                let resp = format!(
+                    "HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
                 let _ = sock.write_all(resp.as_bytes()).await;
             });
         }
     });
-    let opts = ClientOptions::new(format!("http://{addr}/api")).with_api_key("pnu_not-a-real-key-123");
-    let runner = Runner::new(RecordingWorker::new(recording_template()), PrefectClient::new(opts)?, options("p", "w"));
-    let err = tokio::time::timeout(T, runner.run(CancellationToken::new())).await?.unwrap_err();
+    let opts =
+        ClientOptions::new(format!("http://{addr}/api")).with_api_key("pnu_not-a-real-key-123");
+    let runner = Runner::new(
+        RecordingWorker::new(recording_template()),
+        PrefectClient::new(opts)?,
+        options("p", "w"),
+    );
+    let err = tokio::time::timeout(T, runner.run(CancellationToken::new()))
+        .await?
+        .unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, RunnerError::Unauthorized(_)), "{text}");
     assert!(text.contains("PREFECT_API_KEY"), "{text}");
-    assert!(!text.contains("pnu_not-a-real-key-123"), "the key never appears: {text}");
+    assert!(
+        !text.contains("pnu_not-a-real-key-123"),
+        "the key never appears: {text}"
+    );
     Ok(())
 }
 
@@ -308,24 +446,51 @@ async fn a_bad_api_key_fails_fast_at_startup() -> Result<()> {
 async fn health_turns_503_when_polling_stalls_and_200_again() -> Result<()> {
     let own = PrefectServer::start(Backend::Sqlite)?;
     let api = own.api();
-    let s = Scenario::create(&api, "health", "recording", &recording_template(), "complete").await?;
+    let s = Scenario::create(
+        &api,
+        "health",
+        "recording",
+        &recording_template(),
+        "complete",
+    )
+    .await?;
     let mut o = options(&s.pool, "health-worker");
     o.query_interval = Duration::from_millis(100); // health window: 3 s
-    let runner = Runner::new(RecordingWorker::new(recording_template()), client(own.api_url()), o);
+    let runner = Runner::new(
+        RecordingWorker::new(recording_template()),
+        client(own.api_url()),
+        o,
+    );
     let stop = CancellationToken::new();
     let s2 = stop.clone();
-    let (addr, _srv) = health::serve("127.0.0.1:0".parse()?, runner.health(), async move { s2.cancelled().await }).await?;
+    let (addr, _srv) = health::serve("127.0.0.1:0".parse()?, runner.health(), async move {
+        s2.cancelled().await
+    })
+    .await?;
     let task = tokio::spawn(runner.run(stop.clone()));
     let http = reqwest::Client::new();
     let url = format!("http://{addr}/health");
-    let status = |http: reqwest::Client, url: String| async move { http.get(url).send().await.map(|r| r.status().as_u16()) };
-    until("health 200", T, || async { Ok(status(http.clone(), url.clone()).await? == 200) }).await?;
+    let status = |http: reqwest::Client, url: String| async move {
+        http.get(url).send().await.map(|r| r.status().as_u16())
+    };
+    until("health 200", T, || async {
+        Ok(status(http.clone(), url.clone()).await? == 200)
+    })
+    .await?;
     let other = http.get(format!("http://{addr}/other")).send().await?;
     assert_eq!(other.status().as_u16(), 404);
     own.pause_async().await?;
-    until("health 503 while the API is down", T, || async { Ok(status(http.clone(), url.clone()).await? == 503) }).await?;
+    until("health 503 while the API is down", T, || async {
+        Ok(status(http.clone(), url.clone()).await? == 503)
+    })
+    .await?;
     own.resume_async().await?;
-    until("health 200 after recovery", Duration::from_secs(120), || async { Ok(status(http.clone(), url.clone()).await? == 200) }).await?;
+    until(
+        "health 200 after recovery",
+        Duration::from_secs(120),
+        || async { Ok(status(http.clone(), url.clone()).await? == 200) },
+    )
+    .await?;
     stop.cancel();
     task.await??;
     Ok(())
@@ -335,14 +500,23 @@ async fn health_turns_503_when_polling_stalls_and_200_again() -> Result<()> {
 async fn an_api_outage_of_20s_is_ridden_out_and_runs_complete() -> Result<()> {
     let own = PrefectServer::start(Backend::Sqlite)?;
     let api = own.api();
-    let s = Scenario::create(&api, "outage", "recording", &recording_template(), "complete").await?;
+    let s = Scenario::create(
+        &api,
+        "outage",
+        "recording",
+        &recording_template(),
+        "complete",
+    )
+    .await?;
     let before = scheduled_run(&api, &s, Utc::now()).await?;
     let worker = RecordingWorker::new(recording_template());
     let r = Running::start(own.api_url(), worker, options(&s.pool, "outage-worker"));
-    api.wait_for_flow_run_state(before, &["COMPLETED"], T).await?;
+    api.wait_for_flow_run_state(before, &["COMPLETED"], T)
+        .await?;
     own.stop_for_async(Duration::from_secs(20)).await?;
     assert!(!r.task.is_finished(), "the worker survived the outage");
     let after = scheduled_run(&api, &s, Utc::now()).await?;
-    api.wait_for_flow_run_state(after, &["COMPLETED"], Duration::from_secs(120)).await?;
+    api.wait_for_flow_run_state(after, &["COMPLETED"], Duration::from_secs(120))
+        .await?;
     r.stop().await
 }

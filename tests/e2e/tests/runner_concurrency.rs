@@ -20,7 +20,13 @@ async fn two_runners_fifty_runs_each_submitted_exactly_once() -> Result<()> {
     let mut ids = Vec::new();
     for _ in 0..50 {
         let run = api
-            .create_flow_run_from_deployment(s.deployment_id, &FlowRunSpec { scheduled_time: Some(Utc::now()), ..FlowRunSpec::default() })
+            .create_flow_run_from_deployment(
+                s.deployment_id,
+                &FlowRunSpec {
+                    scheduled_time: Some(Utc::now()),
+                    ..FlowRunSpec::default()
+                },
+            )
             .await?;
         ids.push(id_of(&run)?);
     }
@@ -31,12 +37,19 @@ async fn two_runners_fifty_runs_each_submitted_exactly_once() -> Result<()> {
         let worker = RecordingWorker::new(recording_template());
         recorders.push(worker.recorder.clone());
         let client = PrefectClient::new(ClientOptions::new(server.api_url()))?;
-        let mut o = RunnerOptions::new(&s.pool, format!("racer-{n}")).with_intervals(QUERY, HEARTBEAT, CANCEL_POLL);
+        let mut o = RunnerOptions::new(&s.pool, format!("racer-{n}")).with_intervals(
+            QUERY,
+            HEARTBEAT,
+            CANCEL_POLL,
+        );
         o.log_batch_interval = Duration::from_millis(500);
-        tasks.push(tokio::spawn(Runner::new(worker, client, o).run(stop.clone())));
+        tasks.push(tokio::spawn(
+            Runner::new(worker, client, o).run(stop.clone()),
+        ));
     }
     for id in &ids {
-        api.wait_for_flow_run_state(*id, &["COMPLETED"], Duration::from_secs(180)).await?;
+        api.wait_for_flow_run_state(*id, &["COMPLETED"], Duration::from_secs(180))
+            .await?;
     }
     stop.cancel();
     for t in tasks {
@@ -49,9 +62,17 @@ async fn two_runners_fifty_runs_each_submitted_exactly_once() -> Result<()> {
         }
     }
     for id in &ids {
-        assert_eq!(counts.get(id), Some(&1), "run {id} submitted {:?} times", counts.get(id));
+        assert_eq!(
+            counts.get(id),
+            Some(&1),
+            "run {id} submitted {:?} times",
+            counts.get(id)
+        );
     }
-    let per_worker: Vec<usize> = recorders.iter().map(|r| r.record.lock().unwrap().runs.len()).collect();
+    let per_worker: Vec<usize> = recorders
+        .iter()
+        .map(|r| r.record.lock().unwrap().runs.len())
+        .collect();
     assert_eq!(per_worker.iter().sum::<usize>(), 50, "{per_worker:?}");
     Ok(())
 }
