@@ -1,0 +1,165 @@
+//! The binary's own commands: `preview --input` over every golden case, settings
+//! precedence through `config`, and clear errors for bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_prefect-worker"));
+    // A clean slate: no inherited Prefect settings or profile.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("PREFECT_") {
+            c.env_remove(k);
+        }
+    }
+    c.env("PREFECT_PROFILES_PATH", "/nonexistent/profiles.toml");
+    c
+}
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../prefect-worker-kubernetes/tests/golden")
+}
+
+fn run(c: &mut Command) -> Output {
+    c.output().expect("run prefect-worker")
+}
+
+#[test]
+fn preview_reproduces_every_golden_case() {
+    let mut cases = 0;
+    for entry in std::fs::read_dir(golden_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        let case: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("input.json");
+        std::fs::write(&input, serde_json::to_string(&case["input"]).unwrap()).unwrap();
+        let out = run(bin().args(["preview", "--input"]).arg(&input));
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if let Some(expected) = case["expected"].get("configuration") {
+            assert!(
+                out.status.success(),
+                "{name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(&got, expected, "{name}");
+        } else {
+            // The wording is checked by the golden test; here: a clean failure on stderr.
+            assert!(case["expected_error"].is_string(), "{name}");
+            assert!(!out.status.success(), "{name} should fail");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(out.stdout.is_empty(), "{name}: nothing on stdout");
+            assert!(
+                stderr.contains("Error"),
+                "{name}: the error on stderr: {stderr}"
+            );
+        }
+        cases += 1;
+    }
+    assert_eq!(cases, 46);
+}
+
+#[test]
+fn preview_rejects_a_missing_or_invalid_file_clearly() {
+    let out = run(bin().args(["preview", "--input", "/nonexistent/case.json"]));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("--input: cannot read /nonexistent/case.json")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, "{not json").unwrap();
+    let out = run(bin().args(["preview", "--input"]).arg(&bad));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not valid JSON"));
+}
+
+fn config(c: &mut Command) -> Value {
+    let out = run(c);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn settings_precedence_is_flag_then_env_then_profile_then_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let profiles = dir.path().join("profiles.toml");
+    std::fs::write(
+        &profiles,
+        "active = \"p\"\n[profiles.p]\nPREFECT_WORKER_PREFETCH_SECONDS = \"20\"\nPREFECT_WORKER_QUERY_SECONDS = \"7\"\nPREFECT_API_KEY = \"pnu_profile-secret\"\nPREFECT_WORKER_POOL = \"from-profile\"\n",
+    )
+    .unwrap();
+    let base = || {
+        let mut c = bin();
+        c.env("PREFECT_PROFILES_PATH", &profiles).arg("config");
+        c
+    };
+    // Default only (no profile file).
+    let d = config(bin().args(["config", "--pool", "x"]));
+    assert_eq!(d["prefetch_seconds"], 10);
+    assert_eq!(d["query_seconds"], 10.0);
+    // Profile.
+    let p = config(&mut base());
+    assert_eq!(p["profile"], "p");
+    assert_eq!(p["pool"], "from-profile");
+    assert_eq!(p["prefetch_seconds"], 20);
+    assert_eq!(p["query_seconds"], 7.0);
+    assert_eq!(p["api_key"], "********", "secrets are redacted");
+    // Environment over profile.
+    let e = config(
+        base()
+            .env("PREFECT_WORKER_PREFETCH_SECONDS", "15")
+            .env("PREFECT_WORKER_POOL", "from-env"),
+    );
+    assert_eq!(e["prefetch_seconds"], 15);
+    assert_eq!(e["pool"], "from-env");
+    assert_eq!(e["query_seconds"], 7.0, "unset in env: the profile's");
+    // Flag over environment.
+    let f = config(base().env("PREFECT_WORKER_PREFETCH_SECONDS", "15").args([
+        "--prefetch-seconds",
+        "12",
+        "--pool",
+        "from-flag",
+    ]));
+    assert_eq!(f["prefetch_seconds"], 12);
+    assert_eq!(f["pool"], "from-flag");
+    let all = String::from_utf8_lossy(&run(&mut base()).stdout).to_string();
+    assert!(!all.contains("pnu_profile-secret"));
+}
+
+#[test]
+fn bad_settings_name_the_setting_and_never_print_secrets() {
+    let out = run(bin()
+        .args(["start", "--pool", "p"])
+        .env("PREFECT_WORKER_QUERY_SECONDS", "soon")
+        .env("PREFECT_API_KEY", "pnu_secret-value"));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("PREFECT_WORKER_QUERY_SECONDS"), "{stderr}");
+    assert!(!stderr.contains("pnu_secret-value"), "{stderr}");
+    let out = run(bin().args(["start", "--pool", "p"]));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("PREFECT_API_URL"),
+        "API URL required"
+    );
+    let out = run(bin()
+        .args(["start"])
+        .env("PREFECT_API_URL", "http://127.0.0.1:9/api"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--pool"),
+        "pool required"
+    );
+    let out = run(bin()
+        .args(["start", "--pool", "p", "--name", "a/b"])
+        .env("PREFECT_API_URL", "http://127.0.0.1:9/api"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot contain '/' or '%'"));
+}
