@@ -1,6 +1,9 @@
 //! The binary's own commands: `preview --input` over every golden case, settings
 //! precedence through `config`, and clear errors for bad input.
 
+// Fixtures: a binary that cannot run is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
