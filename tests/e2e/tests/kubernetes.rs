@@ -145,9 +145,10 @@ async fn run_image(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_container_exiting_3_without_reporting_is_crashed_with_its_exit_code() -> Result<()> {
+    // A real process: it prints, then exits 3 without any Prefect engine reporting.
     let (run, id, sim, w) = run_image(
         "exit3",
-        json!({"image": "sim/exit:3"}),
+        json!({"image": "busybox", "command": "sh -c 'echo the last words before exit; exit 3'"}),
         KubernetesSettings::default(),
         &["CRASHED"],
     )
@@ -159,8 +160,90 @@ async fn a_container_exiting_3_without_reporting_is_crashed_with_its_exit_code()
     );
     assert!(msg.contains("BackoffLimitExceeded"), "{msg}");
     assert_eq!(jobs_of(&sim, id).len(), 1);
+    // The crashed container's output is forwarded to the run's logs.
+    until(
+        "the container's last words in the run's logs",
+        T,
+        || async {
+            let messages = logs(&server().api(), id).await;
+            Ok(messages
+                .iter()
+                .any(|m| m.starts_with("Container logs from container 'prefect-job'"))
+                && messages.iter().any(|m| m == "the last words before exit"))
+        },
+    )
+    .await?;
     w.stop().await?;
     sim.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preview_online_prints_the_manifest_the_worker_would_create() -> Result<()> {
+    let api = server().api();
+    let pool = pool_name("preview");
+    api.create_work_pool(
+        &pool,
+        "kubernetes",
+        Some(&prefect_test_harness::kubernetes_default_base_job_template()?),
+    )
+    .await?;
+    let dep = flow_deployment(
+        &api,
+        &pool,
+        "hello.py:hello",
+        json!({"image": "repo/flow:1", "env": {"A": "1"}}),
+    )
+    .await?;
+    let deployment = api.read_deployment(dep).await?;
+    let flow = api
+        .get(&format!(
+            "/flows/{}",
+            deployment["flow_id"].as_str().unwrap_or_default()
+        ))
+        .await?;
+    let target = format!(
+        "{}/{}",
+        flow["name"].as_str().unwrap_or_default(),
+        deployment["name"].as_str().unwrap_or_default()
+    );
+    let out = std::process::Command::new(e2e::k8s::worker_binary()?)
+        .args([
+            "preview",
+            "--pool",
+            &pool,
+            "--deployment",
+            &target,
+            "--job-variables",
+            r#"{"namespace": "team-a"}"#,
+        ])
+        .env("PREFECT_API_URL", server().api_url())
+        .env("PREFECT_PROFILES_PATH", "/nonexistent/profiles.toml")
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let manifest: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(manifest["kind"], "Job");
+    assert_eq!(manifest["metadata"]["namespace"], "team-a");
+    let container = &manifest["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], "repo/flow:1");
+    assert_eq!(container["args"], json!(["prefect", "flow-run", "execute"]));
+    assert!(
+        container["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "A" && e["value"] == "1")
+    );
+    assert!(
+        api.filter_flow_runs(&json!({"deployments": {"id": {"any_": [dep]}}}))
+            .await?
+            .is_empty(),
+        "nothing was created"
+    );
     Ok(())
 }
 
