@@ -21,6 +21,9 @@ use crate::tracker::{Observation, WatchKey};
 
 /// While a Job has no pod, its events are read this often to find FailedCreate.
 const EVENTS_EVERY: Duration = Duration::from_secs(3);
+/// While the shared watch has not shown the Job yet, it is read directly this often: a Job
+/// deleted before the watch ever saw it would otherwise be waited on forever.
+const UNSEEN_JOB_EVERY: Duration = Duration::from_secs(5);
 
 /// One Job being waited on.
 pub(super) struct JobRef<'a> {
@@ -53,6 +56,11 @@ impl KubernetesWorker {
         });
         let mut events_tick = tokio::time::interval(EVENTS_EVERY);
         events_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut unseen_tick = tokio::time::interval_at(
+            tokio::time::Instant::now() + UNSEEN_JOB_EVERY,
+            UNSEEN_JOB_EVERY,
+        );
+        unseen_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let outcome = loop {
             let deadline = state.next_deadline();
             let actions = tokio::select! {
@@ -72,6 +80,14 @@ impl KubernetesWorker {
                     None => return WorkerResult { identifier, status_code: 0, detail: None },
                 },
                 () = sleep_until(deadline) => state.on_tick(Instant::now()),
+                _ = unseen_tick.tick(), if state.job_uid().is_none() => {
+                    let jobs: Api<Job> = Api::namespaced(job.client.clone(), &job.key.namespace);
+                    match jobs.get_opt(&job.name).await {
+                        Ok(Some(j)) => state.on_job(j, Instant::now()),
+                        Ok(None) => state.on_job_deleted(),
+                        Err(e) => { tracing::debug!(error = %e, "cannot read the job directly"); Vec::new() }
+                    }
+                }
                 _ = events_tick.tick(), if !state.has_pods() && state.job_uid().is_some() => {
                     match job_events(job.client, &job.key.namespace, &job.name, state.job_uid()).await {
                         Ok(events) => state.on_job_events(&events, Instant::now()),
