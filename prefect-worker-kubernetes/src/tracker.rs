@@ -60,6 +60,14 @@ impl NamespaceIndex {
             s.insert(name.clone());
         }
         let job = Arc::new(strip_job(job));
+        if !self.subscribers.contains_key(&name) && job_finished(&job) {
+            // Nobody waits on a finished Job: forget it and its pods, so the index holds
+            // only live Jobs however long the worker runs.
+            self.jobs.remove(&name);
+            self.pods
+                .retain(|_, p| pod_job_name(p).as_deref() != Some(name.as_str()));
+            return;
+        }
         self.jobs.insert(name.clone(), job.clone());
         self.notify(&name, Observation::Job(job));
     }
@@ -78,6 +86,17 @@ impl NamespaceIndex {
             s.insert(name.clone());
         }
         let job = pod_job_name(&pod);
+        let watched = job
+            .as_ref()
+            .is_some_and(|j| self.subscribers.contains_key(j));
+        let terminal = matches!(
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        );
+        if !watched && terminal {
+            self.pods.remove(&name);
+            return;
+        }
         let pod = Arc::new(strip_pod(pod));
         self.pods.insert(name, pod.clone());
         if let Some(job) = job {
@@ -137,6 +156,17 @@ impl NamespaceIndex {
         self.subscribers.insert(job.to_owned(), tx);
         rx
     }
+}
+
+/// Whether a Job has a `Complete` or `Failed` condition.
+fn job_finished(job: &Job) -> bool {
+    job.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
+        })
 }
 
 fn pod_job_name(pod: &Pod) -> Option<String> {
@@ -404,6 +434,26 @@ mod tests {
         assert!(matches!(rx.try_recv(), Ok(Observation::PodDeleted(n)) if n == "a-1"));
         assert!(matches!(rx.try_recv(), Ok(Observation::JobDeleted(_))));
         assert!(idx.jobs.is_empty());
+    }
+
+    #[test]
+    fn finished_jobs_nobody_waits_on_are_forgotten() {
+        let mut idx = NamespaceIndex::default();
+        let mut done = job("old");
+        done.status =
+            serde_json::from_value(json!({"conditions": [{"type": "Complete", "status": "True"}]}))
+                .unwrap();
+        idx.apply_job(job("old"), false);
+        idx.apply_pod(pod("old-1", "old"), false);
+        idx.apply_job(done.clone(), false);
+        assert!(
+            idx.jobs.is_empty() && idx.pods.is_empty(),
+            "index holds live Jobs only"
+        );
+        // A subscriber still gets the finished Job.
+        let mut rx = idx.subscribe("old");
+        idx.apply_job(done, false);
+        assert!(matches!(rx.try_recv(), Ok(Observation::Job(_))));
     }
 
     #[test]
