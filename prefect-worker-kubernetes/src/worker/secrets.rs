@@ -36,14 +36,7 @@ pub enum SecretError {
 
 /// The first container's env list in a Job manifest, if it has one.
 pub fn container_env(manifest: &mut Map<String, Value>) -> Option<&mut Vec<Value>> {
-    manifest
-        .get_mut("spec")?
-        .get_mut("template")?
-        .get_mut("spec")?
-        .get_mut("containers")?
-        .get_mut(0)?
-        .get_mut("env")?
-        .as_array_mut()
+    first_container(manifest)?.get_mut("env")?.as_array_mut()
 }
 
 fn first_container(manifest: &mut Map<String, Value>) -> Option<&mut Map<String, Value>> {
