@@ -48,8 +48,13 @@ async fn two_runners_fifty_runs_each_submitted_exactly_once() -> Result<()> {
         ));
     }
     for id in &ids {
-        api.wait_for_flow_run_state(*id, &["COMPLETED"], Duration::from_secs(180))
-            .await?;
+        if let Err(e) = api
+            .wait_for_flow_run_state(*id, &["COMPLETED"], Duration::from_secs(180))
+            .await
+        {
+            let history = history(&api, *id).await;
+            panic!("run {id} did not complete: {e:#}; states: {history:#?}");
+        }
     }
     stop.cancel();
     for t in tasks {
@@ -62,12 +67,13 @@ async fn two_runners_fifty_runs_each_submitted_exactly_once() -> Result<()> {
         }
     }
     for id in &ids {
-        assert_eq!(
-            counts.get(id),
-            Some(&1),
-            "run {id} submitted {:?} times",
-            counts.get(id)
-        );
+        if counts.get(id) != Some(&1) {
+            let history = history(&api, *id).await;
+            panic!(
+                "run {id} submitted {:?} times; states: {history:#?}",
+                counts.get(id)
+            );
+        }
     }
     let per_worker: Vec<usize> = recorders
         .iter()
@@ -75,4 +81,18 @@ async fn two_runners_fifty_runs_each_submitted_exactly_once() -> Result<()> {
         .collect();
     assert_eq!(per_worker.iter().sum::<usize>(), 50, "{per_worker:?}");
     Ok(())
+}
+
+/// A run's state history, for failure messages.
+async fn history(api: &prefect_test_harness::PrefectApi, id: uuid::Uuid) -> Vec<String> {
+    let states = api.read_flow_run_states(id).await.unwrap_or_default();
+    states
+        .iter()
+        .map(|s| {
+            format!(
+                "{} {} {} {}",
+                s["timestamp"], s["type"], s["name"], s["message"]
+            )
+        })
+        .collect()
 }
