@@ -3,7 +3,8 @@
 //!
 //! Behaviours: `complete` (report started, then play the engine: Running → Completed),
 //! `block` (report started, then wait until killed or released), `fail-run` (fail before
-//! the infrastructure exists), `exit:<n>` (report started, end with status n).
+//! the infrastructure exists), `exit:<n>` (report started, end with status n),
+//! `sleep:<s>` (report started, run for s seconds, then play the engine like `complete`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -66,7 +67,9 @@ impl Recorder {
     ) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let notified = self.changed.notified();
+            // Registered before the check, so a change between check and await is not missed.
+            let mut notified = std::pin::pin!(self.changed.notified());
+            notified.as_mut().enable();
             if check(&self.record.lock().unwrap()) {
                 return Ok(());
             }
@@ -144,56 +147,65 @@ impl Worker for RecordingWorker {
             .unwrap_or_else(|| "complete".into());
         self.enter(flow_run.id, &configuration);
         let id = pid(flow_run.id);
-        let result = match behavior.as_str() {
-            "fail-run" => Err(RunError::new(
-                "InfrastructureError",
-                "the test infrastructure refused this run",
-            )),
-            "complete" => {
-                ctx.started(id.clone());
-                for (t, n) in [
-                    (StateType::Running, "Running"),
-                    (StateType::Completed, "Completed"),
-                ] {
-                    ctx.client()
-                        .set_flow_run_state(flow_run.id, &StateCreate::new(t, n), false)
-                        .await
-                        .map_err(|e| RunError::new("TestError", e.to_string()))?;
-                }
-                Ok(WorkerResult {
-                    identifier: id,
-                    status_code: 0,
-                    detail: None,
-                })
-            }
-            "block" => {
-                ctx.started(id.clone());
-                let notify = self.recorder.notify_for(&id);
-                notify.notified().await;
-                Ok(WorkerResult {
-                    identifier: id,
-                    status_code: 0,
-                    detail: None,
-                })
-            }
-            other => match other
-                .strip_prefix("exit:")
-                .and_then(|c| c.parse::<i64>().ok())
-            {
-                Some(code) => {
+        // `?` inside ends the run, not `run`: `leave` below always happens.
+        let result = async {
+            match behavior.as_str() {
+                "fail-run" => Err(RunError::new(
+                    "InfrastructureError",
+                    "the test infrastructure refused this run",
+                )),
+                "complete" => {
                     ctx.started(id.clone());
+                    play_engine(&ctx, flow_run).await?;
                     Ok(WorkerResult {
                         identifier: id,
-                        status_code: code,
+                        status_code: 0,
                         detail: None,
                     })
                 }
-                None => Err(RunError::new(
-                    "ValueError",
-                    format!("unknown BEHAVIOR {other:?}"),
-                )),
-            },
-        };
+                "block" => {
+                    ctx.started(id.clone());
+                    let notify = self.recorder.notify_for(&id);
+                    notify.notified().await;
+                    Ok(WorkerResult {
+                        identifier: id,
+                        status_code: 0,
+                        detail: None,
+                    })
+                }
+                other if other.starts_with("sleep:") => {
+                    let secs: f64 = other["sleep:".len()..].parse().map_err(|_| {
+                        RunError::new("ValueError", format!("bad BEHAVIOR {other:?}"))
+                    })?;
+                    ctx.started(id.clone());
+                    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+                    play_engine(&ctx, flow_run).await?;
+                    Ok(WorkerResult {
+                        identifier: id,
+                        status_code: 0,
+                        detail: None,
+                    })
+                }
+                other => match other
+                    .strip_prefix("exit:")
+                    .and_then(|c| c.parse::<i64>().ok())
+                {
+                    Some(code) => {
+                        ctx.started(id.clone());
+                        Ok(WorkerResult {
+                            identifier: id,
+                            status_code: code,
+                            detail: None,
+                        })
+                    }
+                    None => Err(RunError::new(
+                        "ValueError",
+                        format!("unknown BEHAVIOR {other:?}"),
+                    )),
+                },
+            }
+        }
+        .await;
         self.leave(flow_run.id);
         result
     }
@@ -220,6 +232,32 @@ impl Worker for RecordingWorker {
         self.recorder.record.lock().unwrap().teardowns += 1;
         self.recorder.changed.notify_waiters();
     }
+}
+
+/// What the Prefect engine inside real infrastructure reports: Running, then Completed.
+/// Like a real engine it rides out an API outage (here: retrying for up to two minutes),
+/// so runner tests exercise the worker, not this stand-in.
+async fn play_engine(ctx: &RunContext, flow_run: &FlowRun) -> Result<(), RunError> {
+    for (t, n) in [
+        (StateType::Running, "Running"),
+        (StateType::Completed, "Completed"),
+    ] {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            match ctx
+                .client()
+                .set_flow_run_state(flow_run.id, &StateCreate::new(t.clone(), n), false)
+                .await
+            {
+                Ok(_) => break,
+                Err(e) if e.is_transient() && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(RunError::new("TestError", e.to_string())),
+            }
+        }
+    }
+    Ok(())
 }
 
 impl RecordingWorker {

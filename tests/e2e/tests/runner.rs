@@ -505,16 +505,24 @@ async fn an_api_outage_of_20s_is_ridden_out_and_runs_complete() -> Result<()> {
         "outage",
         "recording",
         &recording_template(),
-        "complete",
+        "sleep:12",
     )
     .await?;
-    let before = scheduled_run(&api, &s, Utc::now()).await?;
+    // A run whose infrastructure is running when the API goes away, and reports its end
+    // while the API is still away.
+    let during = scheduled_run(&api, &s, Utc::now()).await?;
     let worker = RecordingWorker::new(recording_template());
+    let rec = worker.recorder.clone();
     let r = Running::start(own.api_url(), worker, options(&s.pool, "outage-worker"));
-    api.wait_for_flow_run_state(before, &["COMPLETED"], T)
+    rec.wait_until(T, "the run in flight", |r| r.in_flight.contains(&during))
+        .await?;
+    api.wait_for_flow_run(during, |run| run["infrastructure_pid"].is_string(), T)
         .await?;
     own.stop_for_async(Duration::from_secs(20)).await?;
     assert!(!r.task.is_finished(), "the worker survived the outage");
+    api.wait_for_flow_run_state(during, &["COMPLETED"], Duration::from_secs(120))
+        .await?;
+    // And it keeps serving new runs.
     let after = scheduled_run(&api, &s, Utc::now()).await?;
     api.wait_for_flow_run_state(after, &["COMPLETED"], Duration::from_secs(120))
         .await?;
