@@ -9,7 +9,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-#[tokio::main]
+// One thread: the worker waits on the network, and a single-threaded runtime keeps its
+// memory small (no per-thread allocator arenas or stacks).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = args::Cli::parse();
     logging::init(cli.log_format);

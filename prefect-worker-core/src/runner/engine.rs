@@ -160,15 +160,30 @@ impl<W: Worker> Runner<W> {
     async fn serve(&self, shutdown: &CancellationToken) -> Result<(), RunnerError> {
         let inner = &self.inner;
         // Setup sync: credentials and a reserved pool name are fatal; anything transient is not.
-        match inner.sync().await {
-            Ok(()) => {}
+        // Only the pool is needed before the first poll; the heartbeat and the adoption of
+        // Jobs left by an earlier process run beside it, so start → first poll stays short.
+        match inner.sync_pool().await {
+            Ok(true) => {
+                let hb = inner.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = hb.heartbeat().await {
+                        tracing::warn!(error = %e, "worker heartbeat failed; will retry");
+                    }
+                });
+            }
+            Ok(false) => {}
             Err(e) if inner.is_fatal_setup_error(&e) => return Err(inner.fatal_setup_error(e)),
             Err(e) => tracing::warn!(
                 error = %e,
                 "Unable to reach the Prefect API while starting up; the worker will keep attempting to connect"
             ),
         }
-        inner.adopt().await;
+        if inner.options.run_once {
+            inner.adopt().await;
+        } else {
+            let adopter = inner.clone();
+            inner.runs.spawn(async move { adopter.adopt().await });
+        }
         tracing::info!(worker = %inner.options.worker_name, pool = %inner.options.work_pool_name,
             "Worker '{}' started!", inner.options.worker_name);
 

@@ -15,6 +15,23 @@ impl<W: Worker> Inner<W> {
     /// One sync: read (or create) the pool, give an empty pool the default template, cache
     /// it, heartbeat.
     pub(super) async fn sync(&self) -> Result<(), ClientError> {
+        if self.sync_pool().await? {
+            self.heartbeat().await?;
+        }
+        Ok(())
+    }
+
+    /// `POST /work_pools/{pool}/workers/heartbeat`.
+    pub(super) async fn heartbeat(&self) -> Result<(), ClientError> {
+        let heartbeat_secs = self.options.heartbeat_interval.as_secs().max(1);
+        self.client
+            .send_worker_heartbeat(&self.options.work_pool_name, &self.options.worker_name, heartbeat_secs)
+            .await
+    }
+
+    /// Reads (or creates) the pool and caches it. `Ok(false)`: the pool does not exist and
+    /// may not be created, so there is nothing to heartbeat for.
+    pub(super) async fn sync_pool(&self) -> Result<bool, ClientError> {
         let name = &self.options.work_pool_name;
         let pool = match self.client.read_work_pool(name).await {
             Ok(p) => p,
@@ -36,7 +53,7 @@ impl<W: Worker> Inner<W> {
             }
             Err(ClientError::NotFound(_)) => {
                 tracing::warn!(pool = %name, "Work pool '{name}' not found!");
-                return Ok(());
+                return Ok(false);
             }
             Err(e) => return Err(e),
         };
@@ -59,13 +76,10 @@ impl<W: Worker> Inner<W> {
                 pool.pool_type
             );
         }
-        let heartbeat_secs = self.options.heartbeat_interval.as_secs().max(1);
         if let Ok(mut slot) = self.work_pool.write() {
             *slot = Some(pool);
         }
-        self.client
-            .send_worker_heartbeat(name, &self.options.worker_name, heartbeat_secs)
-            .await
+        Ok(true)
     }
 
     /// Syncs every heartbeat interval until `stop`; errors back off and retry forever.
