@@ -214,16 +214,20 @@ async fn precheck(
         }
         Err(e) => tracing::debug!(error = %e, "work pool pre-check skipped"),
     }
-    let names = (!queues.is_empty()).then_some(queues);
-    if let Ok(qs) = client.read_work_queues(pool, names).await
-        && !qs.is_empty()
-        && qs.iter().all(|q| q.is_paused)
-    {
-        tracing::warn!(
-            pool,
-            "All work queues are paused. This worker will not execute any flow runs until a work queue is unpaused."
-        );
-    }
+    // Only a warning: checked beside start-up rather than before it.
+    let (client, pool, queues) = (client.clone(), pool.to_owned(), queues.to_vec());
+    tokio::spawn(async move {
+        let names = (!queues.is_empty()).then_some(queues.as_slice());
+        if let Ok(qs) = client.read_work_queues(&pool, names).await
+            && !qs.is_empty()
+            && qs.iter().all(|q| q.is_paused)
+        {
+            tracing::warn!(
+                pool,
+                "All work queues are paused. This worker will not execute any flow runs until a work queue is unpaused."
+            );
+        }
+    });
     Ok(())
 }
 

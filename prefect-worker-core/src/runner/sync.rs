@@ -25,7 +25,11 @@ impl<W: Worker> Inner<W> {
     pub(super) async fn heartbeat(&self) -> Result<(), ClientError> {
         let heartbeat_secs = self.options.heartbeat_interval.as_secs().max(1);
         self.client
-            .send_worker_heartbeat(&self.options.work_pool_name, &self.options.worker_name, heartbeat_secs)
+            .send_worker_heartbeat(
+                &self.options.work_pool_name,
+                &self.options.worker_name,
+                heartbeat_secs,
+            )
             .await
     }
 
