@@ -12,20 +12,26 @@ use prefect_worker_core::job_config::JobConfiguration;
 use prefect_worker_core::runner::{FlowRunLogger, RunContext};
 use prefect_worker_core::worker::Worker;
 use prefect_worker_kubernetes::{
-    KubernetesWorker, KubernetesWorkerJobConfiguration, KubernetesWorkerOptions, preview_from_golden_input,
+    KubernetesWorker, KubernetesWorkerJobConfiguration, KubernetesWorkerOptions,
+    preview_from_golden_input,
 };
 use serde_json::{Value, json};
 
 /// A prepared configuration for `job_variables`, built through the golden-case pipeline.
 fn configuration(job_variables: Value) -> (FlowRun, KubernetesWorkerJobConfiguration) {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../prefect-worker-kubernetes/tests/golden");
-    let case: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("default-template-no-job-variables.json")).unwrap()).unwrap();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../prefect-worker-kubernetes/tests/golden");
+    let case: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("default-template-no-job-variables.json")).unwrap(),
+    )
+    .unwrap();
     let mut input = case["input"].clone();
     input["deployment"]["job_variables"] = job_variables;
     input["flow_run"]["id"] = json!(uuid::Uuid::new_v4());
     let prepared = preview_from_golden_input(&input).unwrap();
-    let Value::Object(map) = prepared else { panic!("not an object") };
+    let Value::Object(map) = prepared else {
+        panic!("not an object")
+    };
     let config = KubernetesWorkerJobConfiguration::from_populated(map).unwrap();
     let flow_run: FlowRun = serde_json::from_value(json!({
         "id": input["flow_run"]["id"], "name": input["flow_run"]["name"], "flow_id": input["flow_run"]["flow_id"]
@@ -61,7 +67,15 @@ async fn a_container_exiting_0_reports_0() {
 #[tokio::test]
 #[ignore = "needs a cluster"]
 async fn an_unpullable_image_is_reported_at_the_pod_watch_timeout() {
-    let r = run(json!({"image": "prefect-worker-rs.invalid/none:0", "pod_watch_timeout_seconds": 30})).await;
+    let r =
+        run(json!({"image": "prefect-worker-rs.invalid/none:0", "pod_watch_timeout_seconds": 30}))
+            .await;
     assert_eq!(r.status_code, -1, "{r:?}");
-    assert!(r.detail.as_deref().unwrap_or_default().contains("Image pull failed"), "{r:?}");
+    assert!(
+        r.detail
+            .as_deref()
+            .unwrap_or_default()
+            .contains("Image pull failed"),
+        "{r:?}"
+    );
 }
