@@ -5,6 +5,7 @@
 //! `block` (report started, then wait until killed or released), `fail-run` (fail before
 //! the infrastructure exists), `exit:<n>` (report started, end with status n),
 //! `sleep:<s>` (report started, run for s seconds, then play the engine like `complete`).
+//! `env.KILL = "not-found"` makes `kill_infrastructure` answer "not found".
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -213,7 +214,7 @@ impl Worker for RecordingWorker {
     async fn kill_infrastructure(
         &self,
         infrastructure_pid: &str,
-        _configuration: &BaseJobConfiguration,
+        configuration: &BaseJobConfiguration,
         _grace: Duration,
     ) -> Result<(), KillError> {
         self.recorder
@@ -225,6 +226,12 @@ impl Worker for RecordingWorker {
         self.recorder.changed.notify_waiters();
         // A killed `block` run ends as a killed process would.
         self.notify_for_kill(infrastructure_pid);
+        // `env.KILL = "not-found"`: the infrastructure was already gone.
+        if configuration.env.get("KILL").cloned().flatten().as_deref() == Some("not-found") {
+            return Err(KillError::NotFound(format!(
+                "{infrastructure_pid} is already gone"
+            )));
+        }
         Ok(())
     }
 

@@ -287,6 +287,39 @@ async fn a_cancelling_run_has_its_infrastructure_killed_and_is_cancelled() -> Re
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelling_run_whose_infrastructure_is_gone_is_still_cancelled() -> Result<()> {
+    let api = server().api();
+    let s = Scenario::create(&api, "gone", "recording", &recording_template(), "block").await?;
+    let gone = api
+        .create_deployment(&DeploymentSpec {
+            work_pool_name: Some(s.pool.clone()),
+            job_variables: Some(json!({"env": {"BEHAVIOR": "block", "KILL": "not-found"}})),
+            ..DeploymentSpec::new(s.flow_id, "gone")
+        })
+        .await?;
+    let s = Scenario {
+        deployment_id: gone,
+        ..s
+    };
+    let id = scheduled_run(&api, &s, Utc::now()).await?;
+    let worker = RecordingWorker::new(recording_template());
+    let rec = worker.recorder.clone();
+    let r = Running::start(server().api_url(), worker, options(&s.pool, "gone-worker"));
+    api.wait_for_flow_run(id, |run| run["infrastructure_pid"] == pid(id), T)
+        .await?;
+    api.set_flow_run_state(id, "CANCELLING", None, true).await?;
+    rec.wait_until(T, "the kill", |r| r.kills.contains(&pid(id)))
+        .await?;
+    let run = api.wait_for_flow_run_state(id, &["CANCELLED"], T).await?;
+    let msg = run["state"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("infrastructure was not found") && msg.contains("already gone"),
+        "{msg}"
+    );
+    r.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limit_bounds_flow_runs_in_flight() -> Result<()> {
     let api = server().api();
     let s = Scenario::create(&api, "limit", "recording", &recording_template(), "block").await?;
