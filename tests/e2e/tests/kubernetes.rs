@@ -592,3 +592,45 @@ async fn a_per_run_cluster_config_targets_a_second_cluster() -> Result<()> {
     second.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outcome_survives_watch_cuts_410s_and_api_errors() -> Result<()> {
+    let api = server().api();
+    let sim = start_cluster().await?;
+    let pool = pool_name("faults");
+    // Five attempts: with 20 % of requests failing, all five fail one time in 3,000.
+    let settings = KubernetesSettings {
+        create_job_attempts: 5,
+        create_job_retry_jitter: (Duration::ZERO, Duration::ZERO),
+        ..KubernetesSettings::default()
+    };
+    let w = InProcessWorker::start(server().api_url(), &sim, &pool, settings).await?;
+    // Watches are cut every second, the next two watches get 410 Gone, and a fifth of
+    // all requests fail with 503.
+    sim.cut_watches_after(Some(Duration::from_secs(1)));
+    sim.force_watch_gone(2);
+    sim.set_unavailable_rate(0.2);
+    let dep = flow_deployment(
+        &api,
+        &pool,
+        "hello.py:hello",
+        json!({"image": "busybox", "command": "sh -c 'sleep 4; exit 3'"}),
+    )
+    .await?;
+    let id = run_now(&api, dep, None).await?;
+    let run = api.wait_for_flow_run_state(id, &["CRASHED"], T).await?;
+    let msg = run["state"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.starts_with("Flow run infrastructure exited with non-zero status code 3."),
+        "{msg}"
+    );
+    sim.clear_faults();
+    let counters = sim.watch_counters();
+    assert!(
+        counters.opened_total("jobs", Some("default")) > 1,
+        "the watch was re-established: {counters:?}"
+    );
+    w.stop().await?;
+    sim.shutdown().await;
+    Ok(())
+}
