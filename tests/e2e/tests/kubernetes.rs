@@ -103,22 +103,17 @@ async fn a_real_flow_completes_through_the_binary() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flow_that_raises_ends_failed_not_crashed() -> Result<()> {
-    let api = server().api();
-    let sim = start_cluster().await?;
-    let pool = pool_name("fails");
-    let w = InProcessWorker::start(
-        server().api_url(),
-        &sim,
-        &pool,
+    let (run, id, sim, w) = run_flow(
+        "fails",
+        "hello.py:fails",
+        json!({}),
         KubernetesSettings::default(),
+        &["COMPLETED", "FAILED", "CRASHED", "CANCELLED"],
     )
     .await?;
-    let dep = flow_deployment(&api, &pool, "hello.py:fails", json!({})).await?;
-    let id = run_now(&api, dep, None).await?;
-    let run = api.wait_for_flow_run_final(id, T).await?;
     assert_eq!(run["state"]["type"], "FAILED", "{run}");
     // The container exits non-zero, but the engine reported FAILED: the worker adds nothing.
-    let types = api.read_flow_run_state_types(id).await?;
+    let types = server().api().read_flow_run_state_types(id).await?;
     assert!(!types.iter().any(|t| t == "CRASHED"), "{types:?}");
     w.stop().await?;
     sim.shutdown().await;
@@ -133,11 +128,22 @@ async fn run_image(
     settings: KubernetesSettings,
     wanted: &[&str],
 ) -> Result<(Value, Uuid, kubesim::SimHandle, InProcessWorker)> {
+    run_flow(tag, "hello.py:hello", job_variables, settings, wanted).await
+}
+
+/// [`run_image`] for any flow of `examples/flows`.
+async fn run_flow(
+    tag: &str,
+    entrypoint: &str,
+    job_variables: Value,
+    settings: KubernetesSettings,
+    wanted: &[&str],
+) -> Result<(Value, Uuid, kubesim::SimHandle, InProcessWorker)> {
     let api = server().api();
     let sim = start_cluster().await?;
     let pool = pool_name(tag);
     let w = InProcessWorker::start(server().api_url(), &sim, &pool, settings).await?;
-    let dep = flow_deployment(&api, &pool, "hello.py:hello", job_variables).await?;
+    let dep = flow_deployment(&api, &pool, entrypoint, job_variables).await?;
     let id = run_now(&api, dep, None).await?;
     let run = api.wait_for_flow_run_state(id, wanted, T).await?;
     Ok((run, id, sim, w))

@@ -208,47 +208,41 @@ async fn deployment_concurrency_limit_rejects_then_submits_later() -> Result<()>
     r.stop().await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_error_before_start_is_crashed_with_its_message() -> Result<()> {
+/// Runs one flow run whose worker behaves as `behavior` until it is Crashed; returns the
+/// crash message.
+async fn crash_message(tag: &str, behavior: &str) -> Result<String> {
     let api = server().api();
-    let s = Scenario::create(
-        &api,
-        "runerr",
-        "recording",
-        &recording_template(),
-        "fail-run",
-    )
-    .await?;
+    let s = Scenario::create(&api, tag, "recording", &recording_template(), behavior).await?;
     let id = scheduled_run(&api, &s, Utc::now()).await?;
     let r = Running::start(
         server().api_url(),
         RecordingWorker::new(recording_template()),
-        options(&s.pool, "err-worker"),
+        options(&s.pool, &format!("{tag}-worker")),
     );
     let run = api.wait_for_flow_run_state(id, &["CRASHED"], T).await?;
+    r.stop().await?;
+    Ok(run["state"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_error_before_start_is_crashed_with_its_message() -> Result<()> {
     assert_eq!(
-        run["state"]["message"],
+        crash_message("runerr", "fail-run").await?,
         "Failed to submit flow run to infrastructure: InfrastructureError: the test infrastructure refused this run"
     );
-    r.stop().await
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_zero_status_is_crashed_with_the_exit_code_explained() -> Result<()> {
-    let api = server().api();
-    let s = Scenario::create(&api, "exit", "recording", &recording_template(), "exit:3").await?;
-    let id = scheduled_run(&api, &s, Utc::now()).await?;
-    let r = Running::start(
-        server().api_url(),
-        RecordingWorker::new(recording_template()),
-        options(&s.pool, "exit-worker"),
-    );
-    let run = api.wait_for_flow_run_state(id, &["CRASHED"], T).await?;
     assert_eq!(
-        run["state"]["message"],
+        crash_message("exit", "exit:3").await?,
         "Flow run infrastructure exited with non-zero status code 3. Process exited with an unexpected status code."
     );
-    r.stop().await
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
