@@ -13,4 +13,4 @@ pub const PREFECT_VERSION: &str = "3.9.1";
 /// The Prefect REST API version sent in `X-PREFECT-API-VERSION`.
 pub const API_VERSION: &str = "0.8.4";
 
-pub use worker::{KillError, RunError, Worker, WorkerResult};
+pub use worker::{FoundInfrastructure, KillError, RunError, Worker, WorkerResult};

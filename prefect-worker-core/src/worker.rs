@@ -61,6 +61,18 @@ pub enum KillError {
     Other(String),
 }
 
+/// What [`Worker::find_infrastructure`] found for a flow run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FoundInfrastructure {
+    /// Infrastructure exists for the run, with this identifier (as [`RunContext::started`]
+    /// would report it).
+    Exists(String),
+    /// Looked where the run's configuration puts its infrastructure: none exists.
+    Absent,
+    /// This worker cannot tell (the default).
+    Unknown,
+}
+
 /// One kind of infrastructure (Kubernetes Jobs, processes, ...).
 ///
 /// The runner drives it: for every flow run it builds a [`Worker::Configuration`] from the
@@ -74,6 +86,9 @@ pub enum KillError {
 ///   then waits until the infrastructure has finished and returns its status. It must be
 ///   cancel-safe: the runner drops the future at shutdown, and the infrastructure keeps
 ///   running (a restarted worker may adopt it).
+/// - `run` must not create infrastructure once [`RunContext::check_claim`] fails (the
+///   claim timeout has passed): another worker may be about to return the run to the
+///   queue. Check it right before each create attempt.
 /// - `kill_infrastructure` stops the infrastructure named by a previous `started` identifier.
 /// - `teardown` releases what the worker holds (watches, temporary secrets) at shutdown.
 #[async_trait]
@@ -114,6 +129,21 @@ pub trait Worker: Send + Sync + 'static {
     ) -> Result<Vec<(uuid::Uuid, String)>, RunError> {
         let _ = work_pool;
         Ok(Vec::new())
+    }
+
+    /// Whether infrastructure exists for `flow_run`, looking where `configuration` puts it
+    /// (cluster, namespace) and matching every worker's infrastructure for the run, not
+    /// only this worker's. The runner asks before it returns an abandoned claim (a run left
+    /// Pending with no `infrastructure_pid`) to the queue: only [`FoundInfrastructure::Absent`]
+    /// lets it do so; [`FoundInfrastructure::Unknown`] (the default) makes it crash the run
+    /// instead, since running it again might run it twice. An `Err` means "ask again later".
+    async fn find_infrastructure(
+        &self,
+        flow_run: &FlowRun,
+        configuration: &Self::Configuration,
+    ) -> Result<FoundInfrastructure, RunError> {
+        let _ = (flow_run, configuration);
+        Ok(FoundInfrastructure::Unknown)
     }
 
     /// Waits for infrastructure found by [`Worker::running_infrastructure`] as `run` would

@@ -8,8 +8,8 @@ use uuid::Uuid;
 
 use super::error::ClientError;
 use super::models::{
-    Deployment, Flow, FlowRun, JsonMap, LogCreate, OrchestrationResult, StateCreate, WorkPool,
-    WorkPoolCreate, WorkQueue, WorkerFlowRunResponse,
+    Deployment, Flow, FlowRun, JsonMap, LogCreate, OrchestrationResult, State, StateCreate,
+    WorkPool, WorkPoolCreate, WorkQueue, WorkerFlowRunResponse, WorkerInfo,
 };
 use super::transport::{ApiRequest, RawResponse};
 use super::{PrefectClient, bodies};
@@ -169,6 +169,40 @@ impl PrefectClient {
     pub async fn filter_flow_runs(&self, filter: &Value) -> Result<Vec<FlowRun>, ClientError> {
         self.fetch(ApiRequest::new(Method::POST, ["flow_runs", "filter"]).json(filter)?)
             .await
+    }
+
+    /// `POST /flow_runs/filter`, with the server's clock at the time of the answer (its
+    /// `Date` header, to second precision), so state ages can be measured on one clock.
+    pub async fn filter_flow_runs_with_server_time(
+        &self,
+        filter: &Value,
+    ) -> Result<(Vec<FlowRun>, Option<DateTime<Utc>>), ClientError> {
+        let resp = self
+            .call(ApiRequest::new(Method::POST, ["flow_runs", "filter"]).json(filter)?)
+            .await?;
+        Ok((resp.json()?, resp.date))
+    }
+
+    /// `GET /flow_run_states/?flow_run_id=<id>`: the run's states, oldest first.
+    pub async fn read_flow_run_states(&self, id: Uuid) -> Result<Vec<State>, ClientError> {
+        let req = ApiRequest::new(Method::GET, ["flow_run_states", ""])
+            .query("flow_run_id", id.to_string());
+        let mut states: Vec<State> = self.fetch(req).await?;
+        // The server orders them already; sort on parsed times in case it ever does not.
+        states.sort_by_key(|s| {
+            s.timestamp
+                .as_deref()
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        });
+        Ok(states)
+    }
+
+    /// `POST /work_pools/{pool}/workers/filter`: the pool's workers and their heartbeats.
+    pub async fn read_workers(&self, pool: &str) -> Result<Vec<WorkerInfo>, ClientError> {
+        let req = ApiRequest::new(Method::POST, ["work_pools", pool, "workers", "filter"])
+            .json(&json!({"limit": 200, "offset": 0}))?
+            .not_found_maps();
+        self.fetch(req).await
     }
 
     /// `GET /deployments/{id}`. 404 → NotFound.

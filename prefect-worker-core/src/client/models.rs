@@ -160,6 +160,31 @@ impl FlowRun {
     pub fn state_type(&self) -> Option<&StateType> {
         self.state.as_ref().map(|s| &s.state_type)
     }
+
+    /// One of the run's `labels` (e.g. `prefect.worker.name`), when it is a string.
+    #[must_use]
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.extra
+            .get("labels")
+            .and_then(|l| l.get(key))
+            .and_then(Value::as_str)
+    }
+}
+
+/// A worker of a pool as the server knows it (`POST /work_pools/{pool}/workers/filter`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    pub name: String,
+    /// `ONLINE` or `OFFLINE`, kept by the server's foreman service from the heartbeats.
+    #[serde(default)]
+    pub status: Option<String>,
+    /// RFC 3339.
+    #[serde(default)]
+    pub last_heartbeat_time: Option<String>,
+    #[serde(default)]
+    pub heartbeat_interval_seconds: Option<u64>,
+    #[serde(flatten)]
+    pub extra: JsonMap,
 }
 
 /// A deployment (`DeploymentResponse`).

@@ -96,6 +96,8 @@ pub(crate) struct RawResponse {
     pub path: String,
     pub status: u16,
     pub body: Vec<u8>,
+    /// The server's clock when it answered (the `Date` header), if it sent one.
+    pub date: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl RawResponse {
@@ -314,11 +316,17 @@ impl Transport {
             let retried = csrf_rejected || self.policy.is_retry_status(status);
             if !retried || try_count >= max_attempts {
                 self.has_connected.store(true, Ordering::Relaxed);
+                let date = headers
+                    .get(reqwest::header::DATE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok())
+                    .map(|d| d.with_timezone(&chrono::Utc));
                 return Ok(RawResponse {
                     method: method.to_owned(),
                     path,
                     status,
                     body,
+                    date,
                 });
             }
             let retry_after = headers

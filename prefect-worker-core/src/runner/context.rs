@@ -1,9 +1,16 @@
 //! What a [`crate::Worker::run`] call gets besides the flow run and its configuration.
 
+use std::time::Instant;
+
 use tokio::sync::oneshot;
 
 use crate::client::PrefectClient;
 use crate::runner::flow_run_logs::FlowRunLogger;
+use crate::worker::RunError;
+
+/// The `type_name` of the [`RunError`] from [`RunContext::check_claim`]: the runner returns
+/// such a run to the queue instead of crashing it.
+pub const CLAIM_EXPIRED: &str = "ClaimExpired";
 
 /// The runner's side of one `run` call: report the infrastructure as started, log to the
 /// flow run, and talk to the API (e.g. to propose `InfrastructurePending`).
@@ -12,6 +19,7 @@ pub struct RunContext {
     started: Option<oneshot::Sender<String>>,
     logger: FlowRunLogger,
     client: PrefectClient,
+    claim_deadline: Option<Instant>,
 }
 
 impl RunContext {
@@ -24,6 +32,7 @@ impl RunContext {
                 started: Some(tx),
                 logger,
                 client,
+                claim_deadline: None,
             },
             rx,
         )
@@ -36,6 +45,34 @@ impl RunContext {
         if let Some(tx) = self.started.take() {
             // The runner may have stopped listening (shutdown); the run goes on regardless.
             let _ = tx.send(identifier.into());
+        }
+    }
+
+    /// Sets the instant after which no infrastructure may be created for this run (the
+    /// runner's claim timeout).
+    #[must_use]
+    pub fn with_claim_deadline(mut self, deadline: Instant) -> Self {
+        self.claim_deadline = Some(deadline);
+        self
+    }
+
+    /// The claim deadline, if the runner set one.
+    #[must_use]
+    pub fn claim_deadline(&self) -> Option<Instant> {
+        self.claim_deadline
+    }
+
+    /// `Ok` while infrastructure may still be created for this run. Call it right before
+    /// each attempt to create infrastructure: once the claim timeout has passed, other
+    /// workers may return the run to the queue, so creating it now could run it twice.
+    /// The error's `type_name` is [`CLAIM_EXPIRED`].
+    pub fn check_claim(&self) -> Result<(), RunError> {
+        match self.claim_deadline {
+            Some(d) if Instant::now() >= d => Err(RunError::new(
+                CLAIM_EXPIRED,
+                "the claim timeout passed before the infrastructure could be created",
+            )),
+            _ => Ok(()),
         }
     }
 

@@ -39,6 +39,8 @@ pub(super) struct Tracked<C> {
     pub(super) configuration: Option<C>,
     /// Set once the worker reported the infrastructure as started.
     pub(super) infrastructure_pid: Option<String>,
+    /// Whether `infrastructure_pid` is recorded on the flow run (the reconciler retries).
+    pub(super) pid_recorded: bool,
     /// Set while the runner is cancelling the run, so its end is not reported as a crash.
     pub(super) cancelling: bool,
 }
@@ -180,9 +182,6 @@ impl<W: Worker> Runner<W> {
         }
         if inner.options.run_once {
             inner.adopt().await;
-        } else {
-            let adopter = inner.clone();
-            inner.runs.spawn(async move { adopter.adopt().await });
         }
         tracing::info!(worker = %inner.options.worker_name, pool = %inner.options.work_pool_name,
             "Worker '{}' started!", inner.options.worker_name);
@@ -207,10 +206,12 @@ impl<W: Worker> Runner<W> {
         let sync_loop = tokio::spawn(inner.clone().sync_loop(loops.clone()));
         let poll_loop = tokio::spawn(inner.clone().poll_loop(loops.clone()));
         let cancel_loop = tokio::spawn(inner.clone().cancellation_loop(loops.clone()));
+        // Adoption after a restart (its first pass, beside the first poll) and abandoned claims.
+        let reconcile_loop = tokio::spawn(inner.clone().reconcile_loop(loops.clone()));
         shutdown.cancelled().await;
         tracing::info!("shutting down: no new flow runs will be submitted");
         loops.cancel();
-        let _ = tokio::join!(sync_loop, poll_loop, cancel_loop);
+        let _ = tokio::join!(sync_loop, poll_loop, cancel_loop, reconcile_loop);
         Ok(())
     }
 }

@@ -7,6 +7,8 @@
 //!                                                           │  Submitting → Worker::run
 //!                                                           │  → infrastructure_pid → outcome
 //!   cancellation loop ──► CANCELLING runs we launched ──► kill_infrastructure → Cancelled
+//!   reconcile loop ──► the pool's unfinished runs we do not track ──► adopt (restart),
+//!                      abandoned claims → Scheduled, orphaned cancellations → Cancelled
 //! ```
 //!
 //! Nothing the API does makes the runner exit: transient errors and outages back off and
@@ -14,6 +16,7 @@
 //! create, stops it (there is nothing useful a worker can do then).
 
 mod cancel;
+mod claim;
 mod context;
 mod engine;
 pub mod exit_codes;
@@ -22,10 +25,12 @@ pub mod health;
 mod options;
 mod poll;
 mod propose;
+mod reconcile;
 mod submit;
 mod sync;
 
-pub use context::RunContext;
+pub use claim::RESCHEDULED;
+pub use context::{CLAIM_EXPIRED, RunContext};
 pub use engine::{Runner, RunnerError};
 pub use flow_run_logs::{FlowRunLogger, Level, LogShipper};
 pub use health::HealthState;

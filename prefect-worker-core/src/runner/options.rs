@@ -34,6 +34,18 @@ pub struct RunnerOptions {
     /// Most submissions (claim → infrastructure created) in progress at once. Bounds the
     /// load a burst of due runs puts on the API and the cluster.
     pub max_concurrent_submissions: usize,
+    /// The claim timeout (default 60 s). A submission that has not created its
+    /// infrastructure this long after it proposed Pending gives up and returns the run to
+    /// the queue; it never creates infrastructure later. Any worker of the pool returns a
+    /// claim that has stayed Pending without infrastructure for twice this long to the
+    /// queue (see `docs/architecture.md`, "Abandoned claims").
+    pub claim_timeout: Duration,
+    /// Return abandoned claims to the queue (default on). Off: they are only logged.
+    pub recover_claims: bool,
+    /// How often the pool's unfinished runs are reconciled with what this worker tracks
+    /// (abandoned claims, orphaned cancellations; default 30 s). Adoption after a restart
+    /// happens on the first pass.
+    pub reconcile_interval: Duration,
     /// One sync, one poll, then wait for the runs it started and exit (`--run-once`).
     pub run_once: bool,
     /// Create the pool when it is missing (`--create-pool-if-not-found`).
@@ -77,6 +89,9 @@ impl RunnerOptions {
             cancellation_poll_interval: settings.cancellation_poll_interval,
             limit: None,
             max_concurrent_submissions: 64,
+            claim_timeout: Duration::from_secs(60),
+            recover_claims: true,
+            reconcile_interval: Duration::from_secs(30),
             run_once: false,
             create_pool_if_not_found: true,
             base_job_template: None,
@@ -120,6 +135,19 @@ impl RunnerOptions {
         self.query_interval = query;
         self.heartbeat_interval = heartbeat;
         self.cancellation_poll_interval = cancellation;
+        self
+    }
+
+    /// Sets the claim timeout and how often abandoned claims are looked for (tests use
+    /// seconds).
+    #[must_use]
+    pub fn with_claim_timeout(
+        mut self,
+        claim_timeout: Duration,
+        reconcile_interval: Duration,
+    ) -> Self {
+        self.claim_timeout = claim_timeout;
+        self.reconcile_interval = reconcile_interval;
         self
     }
 

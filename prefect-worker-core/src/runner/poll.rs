@@ -66,6 +66,7 @@ impl<W: Worker> Inner<W> {
                 Tracked {
                     configuration: None,
                     infrastructure_pid: None,
+                    pid_recorded: false,
                     cancelling: false,
                 },
             );

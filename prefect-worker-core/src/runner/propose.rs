@@ -36,8 +36,8 @@ pub(crate) async fn propose(
 /// What became of a Pending proposal.
 #[derive(Debug)]
 pub(crate) enum PendingOutcome {
-    /// Accepted: the worker owns the run now.
-    Accepted,
+    /// Accepted: the worker owns the run now (with the id of its Pending state).
+    Accepted(Option<Uuid>),
     /// Someone else has it, or the server chose another state: do not submit.
     NotSubmitted,
 }
@@ -58,7 +58,7 @@ pub(crate) async fn propose_pending(
             PendingOutcome::NotSubmitted
         }
         Ok(r) => match r.state {
-            Some(s) if s.state_type == StateType::Pending => PendingOutcome::Accepted,
+            Some(s) if s.state_type == StateType::Pending => PendingOutcome::Accepted(s.id),
             Some(s) => {
                 logger.info(format!(
                     "Aborted submission of flow run '{}': Server returned a non-pending state '{}'",

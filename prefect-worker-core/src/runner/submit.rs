@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
+use super::claim::Claim;
+use super::context::CLAIM_EXPIRED;
 use super::engine::Inner;
 use super::propose::{PendingOutcome, force_cancelled, propose, propose_crashed, propose_pending};
 use super::{RunContext, exit_codes};
@@ -20,6 +22,8 @@ use crate::worker::{RunError, Worker, WorkerResult};
 pub(super) struct SubmitFailure {
     type_name: &'static str,
     message: String,
+    /// The API could not answer (outage, 5xx, bad reply): asking again later may work.
+    pub(super) transient: bool,
 }
 
 impl std::fmt::Display for SubmitFailure {
@@ -34,9 +38,12 @@ impl From<ClientError> for SubmitFailure {
             ClientError::NotFound(_) => "ObjectNotFound",
             _ => "PrefectHTTPStatusError",
         };
+        // A reply that could not be decoded may be a proxy's or a half-read one: try again.
+        let transient = e.is_transient() || matches!(e, ClientError::Decode { .. });
         Self {
             type_name,
             message: e.to_string(),
+            transient,
         }
     }
 }
@@ -45,6 +52,10 @@ impl From<ConfigurationError> for SubmitFailure {
     fn from(e: ConfigurationError) -> Self {
         Self {
             type_name: e.type_name(),
+            transient: matches!(
+                e,
+                ConfigurationError::Lookup(crate::job_config::LookupError::Api(_))
+            ),
             message: e.to_string(),
         }
     }
@@ -74,7 +85,7 @@ impl<W: Worker> Inner<W> {
         let Ok(_slot) = self.submissions.clone().acquire_owned().await else {
             return;
         };
-        let configuration = match self.prepare_submission(&flow_run, &logger).await {
+        let (configuration, claim) = match self.prepare_submission(&flow_run, &logger).await {
             Ok(Some(c)) => c,
             Ok(None) => {
                 self.untrack(flow_run.id);
@@ -94,16 +105,34 @@ impl<W: Worker> Inner<W> {
         if let Some(t) = self.lock_tracked().get_mut(&flow_run.id) {
             t.configuration = Some(configuration.clone());
         }
+        // The claim timeout: past it, another worker may return the run to the queue, so
+        // creating infrastructure now could run it twice.
+        let deadline = claim.deadline(self.options.claim_timeout);
+        if std::time::Instant::now() >= deadline {
+            self.release_claim(&flow_run, &logger, &self.claim_expired_reason())
+                .await;
+            self.untrack(flow_run.id);
+            return;
+        }
 
         let (ctx, started) = RunContext::new(logger.clone(), self.client.clone());
-        let run = self.worker.run(&flow_run, configuration, ctx);
+        let ctx = ctx.with_claim_deadline(deadline);
+        let run = self.worker.run(&flow_run, configuration.clone(), ctx);
         tokio::pin!(run);
         // Phase 1, not interrupted by shutdown: until the infrastructure exists (or the run
         // ends without it).
         let early = tokio::select! {
             r = &mut run => Some(r),
             pid = started => {
-                if let Ok(pid) = pid { self.on_started(&flow_run, &logger, pid).await; }
+                if let Ok(pid) = pid {
+                    if claim.is_late(std::time::Instant::now(), self.options.claim_timeout)
+                        && self.claim_was_recovered(&flow_run, &claim).await
+                    {
+                        self.discard_late_infrastructure(&flow_run, &logger, &pid, &configuration).await;
+                        return;
+                    }
+                    self.on_started(&flow_run, &logger, pid).await;
+                }
                 None
             }
         };
@@ -128,7 +157,7 @@ impl<W: Worker> Inner<W> {
         &self,
         flow_run: &FlowRun,
         logger: &FlowRunLogger,
-    ) -> Result<Option<W::Configuration>, SubmitFailure> {
+    ) -> Result<Option<(W::Configuration, Claim)>, SubmitFailure> {
         // 1. Deployment existence check.
         let deployment = match flow_run.deployment_id {
             None => None,
@@ -180,10 +209,11 @@ impl<W: Worker> Inner<W> {
                 tracing::debug!(flow_run_id = %flow_run.id, error = %e, "cannot re-read the flow run before claiming it");
             }
         }
-        if let PendingOutcome::NotSubmitted = propose_pending(&self.client, flow_run, logger).await
-        {
-            return Ok(None);
-        }
+        let sent_at = std::time::Instant::now();
+        let mut claim = match propose_pending(&self.client, flow_run, logger).await {
+            PendingOutcome::Accepted(id) => Claim::new(sent_at, id),
+            PendingOutcome::NotSubmitted => return Ok(None),
+        };
         // 3. Configuration.
         let configuration = self
             .configuration_for(flow_run, deployment.as_ref())
@@ -210,11 +240,13 @@ impl<W: Worker> Inner<W> {
             .update_flow_run_labels(flow_run.id, &labels)
             .await?;
         // 5. Submitting: errors here are not worth failing the run for (Python ignores them).
-        if let Err(e) = propose(&self.client, flow_run.id, &StateCreate::submitting(), false).await
-        {
-            tracing::debug!(flow_run_id = %flow_run.id, error = %e, "could not set Submitting state");
+        match propose(&self.client, flow_run.id, &StateCreate::submitting(), false).await {
+            Ok(r) => claim.add_state(r.state.as_ref().and_then(|s| s.id)),
+            Err(e) => {
+                tracing::debug!(flow_run_id = %flow_run.id, error = %e, "could not set Submitting state");
+            }
         }
-        Ok(Some(configuration))
+        Ok(Some((configuration, claim)))
     }
 
     /// Reads what the configuration needs (flow, deployment) and builds it.
@@ -232,7 +264,7 @@ impl<W: Worker> Inner<W> {
         Ok((c, deployment))
     }
 
-    async fn configuration_for(
+    pub(super) async fn configuration_for(
         &self,
         flow_run: &FlowRun,
         deployment: Option<&Deployment>,
@@ -242,6 +274,7 @@ impl<W: Worker> Inner<W> {
             return Err(SubmitFailure {
                 type_name: "RuntimeError",
                 message: "the work pool is not known yet".into(),
+                transient: true,
             });
         };
         let template = if pool.base_job_template.is_empty() {
@@ -269,11 +302,17 @@ impl<W: Worker> Inner<W> {
         if let Some(t) = self.lock_tracked().get_mut(&flow_run.id) {
             t.infrastructure_pid = Some(pid.clone());
         }
-        if let Err(e) = self.client.set_infrastructure_pid(flow_run.id, &pid).await {
-            logger.error(format!(
+        match self.client.set_infrastructure_pid(flow_run.id, &pid).await {
+            Ok(()) => {
+                if let Some(t) = self.lock_tracked().get_mut(&flow_run.id) {
+                    t.pid_recorded = true;
+                }
+            }
+            // Python's wording; the reconciler records it later (`Tracked::pid_recorded`).
+            Err(e) => logger.error(format!(
                 "An error occurred while setting the `infrastructure_pid` on flow run '{}'. The flow run will not be cancellable. ({e})",
                 flow_run.id
-            ));
+            )),
         }
         logger.info(format!(
             "Flow run '{}' submitted to infrastructure",
@@ -336,6 +375,10 @@ impl<W: Worker> Inner<W> {
                 if r.status_code != -1 {
                     logger.info(exit_codes::explain(r.status_code).resolution);
                 }
+            }
+            Err(e) if !started && e.type_name == CLAIM_EXPIRED => {
+                self.release_claim(flow_run, logger, &self.claim_expired_reason())
+                    .await;
             }
             Err(e) if !started => {
                 logger.error(format!(

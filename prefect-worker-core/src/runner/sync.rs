@@ -5,8 +5,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::RunContext;
-use super::engine::{Inner, Tracked};
+use super::engine::Inner;
 use crate::client::ClientError;
 use crate::client::models::WorkPoolCreate;
 use crate::worker::Worker;
@@ -146,32 +145,7 @@ impl<W: Worker> Inner<W> {
                     continue;
                 }
             };
-            let limit_permit = self
-                .limiter
-                .as_ref()
-                .and_then(|l| l.clone().try_acquire_owned().ok());
-            self.lock_tracked().insert(
-                flow_run.id,
-                Tracked {
-                    configuration: Some(configuration.clone()),
-                    infrastructure_pid: Some(pid.clone()),
-                    cancelling: false,
-                },
-            );
-            tracing::info!(flow_run_id = %flow_run.id, infrastructure_pid = %pid, "resuming tracking of flow run '{}'", flow_run.name);
-            let (mut ctx, _started) = RunContext::new(logger.clone(), self.client.clone());
-            ctx.started(pid.clone());
-            let me = self.clone();
-            self.runs.spawn(async move {
-                let _limit = limit_permit;
-                let result = tokio::select! {
-                    r = me.worker.resume(&flow_run, &pid, configuration, ctx) => Some(r),
-                    () = me.stop_runs.cancelled() => None,
-                };
-                if let Some(r) = result {
-                    me.finish(&flow_run, &logger, r).await;
-                }
-            });
+            self.resume_tracking(flow_run, pid, configuration, logger);
         }
     }
 }

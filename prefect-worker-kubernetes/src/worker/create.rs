@@ -18,6 +18,8 @@ pub struct CreateJobError {
     pub message: String,
     /// Whether the failure came from the API (an HTTP status) rather than the connection.
     pub is_api_error: bool,
+    /// No attempt was made (or retried) because the claim deadline had passed.
+    pub claim_expired: bool,
 }
 
 /// Whether another attempt can help: server errors, throttling and transport failures.
@@ -73,27 +75,39 @@ pub fn describe_failure(e: &kube::Error, namespace: &str) -> String {
     msg
 }
 
-/// POSTs `manifest` to `namespace`'s Jobs, retrying as configured.
+/// POSTs `manifest` to `namespace`'s Jobs, retrying as configured. No attempt starts at
+/// or after `deadline` (the runner's claim timeout).
 pub async fn create_job(
     client: &Client,
     settings: &KubernetesSettings,
     namespace: &str,
     manifest: &Map<String, Value>,
+    deadline: Option<std::time::Instant>,
 ) -> Result<Job, CreateJobError> {
     let url = format!("/apis/batch/v1/namespaces/{namespace}/jobs");
     let body = serde_json::to_vec(manifest).map_err(|e| CreateJobError {
         message: format!("Unable to create Kubernetes job: {e}"),
         is_api_error: false,
+        claim_expired: false,
     })?;
     let attempts = settings.create_job_attempts.max(1);
     let mut attempt = 0;
     loop {
         attempt += 1;
+        if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            return Err(CreateJobError {
+                message: "the claim timeout passed before the Kubernetes job could be created"
+                    .into(),
+                is_api_error: false,
+                claim_expired: true,
+            });
+        }
         let request = Request::new(&url)
             .create(&PostParams::default(), body.clone())
             .map_err(|e| CreateJobError {
                 message: format!("Unable to create Kubernetes job: {e}"),
                 is_api_error: false,
+                claim_expired: false,
             })?;
         match client.request::<Job>(request).await {
             Ok(job) => return Ok(job),
@@ -112,6 +126,7 @@ pub async fn create_job(
                 return Err(CreateJobError {
                     message: describe_failure(&e, namespace),
                     is_api_error: matches!(e, kube::Error::Api(_)),
+                    claim_expired: false,
                 });
             }
         }

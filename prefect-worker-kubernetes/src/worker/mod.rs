@@ -13,8 +13,8 @@ use async_trait::async_trait;
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, DeleteParams, ListParams, PropagationPolicy};
 use prefect_worker_core::client::models::{FlowRun, WorkPool};
-use prefect_worker_core::runner::RunContext;
-use prefect_worker_core::worker::{KillError, RunError, Worker, WorkerResult};
+use prefect_worker_core::runner::{CLAIM_EXPIRED, RunContext};
+use prefect_worker_core::worker::{FoundInfrastructure, KillError, RunError, Worker, WorkerResult};
 use serde_json::Value;
 
 pub use logs::{OutputSink, stdout_sink};
@@ -182,6 +182,7 @@ impl Worker for KubernetesWorker {
         configuration: KubernetesWorkerJobConfiguration,
         mut ctx: RunContext,
     ) -> Result<WorkerResult, RunError> {
+        ctx.check_claim()?;
         let client = self
             .client_for(&configuration)
             .await
@@ -208,7 +209,10 @@ impl Worker for KubernetesWorker {
         {
             created.push((client.clone(), ns.clone(), name.clone()));
         }
-        let job = match create::create_job(&client, &self.settings, &namespace, &manifest).await {
+        let deadline = ctx.claim_deadline();
+        let job = match create::create_job(&client, &self.settings, &namespace, &manifest, deadline)
+            .await
+        {
             Ok(j) => j,
             Err(e) => {
                 if let Some((ns, name)) = &plan.env_secret
@@ -218,7 +222,12 @@ impl Worker for KubernetesWorker {
                         "Could not delete env Secret '{name}' after the Job failed: {de}"
                     ));
                 }
-                return Err(RunError::new("InfrastructureError", e.message));
+                let type_name = if e.claim_expired {
+                    CLAIM_EXPIRED
+                } else {
+                    "InfrastructureError"
+                };
+                return Err(RunError::new(type_name, e.message));
             }
         };
         let job_ns = job
@@ -329,6 +338,42 @@ impl Worker for KubernetesWorker {
             }
         }
         Ok(found)
+    }
+
+    async fn find_infrastructure(
+        &self,
+        flow_run: &FlowRun,
+        configuration: &KubernetesWorkerJobConfiguration,
+    ) -> Result<FoundInfrastructure, RunError> {
+        let client = self
+            .client_for(configuration)
+            .await
+            .map_err(|e| RunError::new("InfrastructureError", e.to_string()))?;
+        let ns = &configuration.namespace;
+        let jobs: Api<Job> = Api::namespaced(client, ns);
+        // Any worker's Job for this run, not only this worker's.
+        let selector = format!("prefect.io/flow-run-id={}", flow_run.id);
+        let list = jobs
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|e| {
+                RunError::new(
+                    "InfrastructureError",
+                    format!("cannot list Jobs in namespace '{ns}': {e}"),
+                )
+            })?;
+        let newest = list
+            .items
+            .iter()
+            .filter_map(|j| {
+                let name = j.metadata.name.as_deref()?;
+                Some((j.metadata.creation_timestamp.as_ref().map(|t| t.0), name))
+            })
+            .max();
+        Ok(match newest {
+            Some((_, name)) => FoundInfrastructure::Exists(format!("{ns}:{name}")),
+            None => FoundInfrastructure::Absent,
+        })
     }
 
     async fn resume(

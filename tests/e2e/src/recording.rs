@@ -6,6 +6,12 @@
 //! the infrastructure exists), `exit:<n>` (report started, end with status n),
 //! `sleep:<s>` (report started, run for s seconds, then play the engine like `complete`).
 //! `env.KILL = "not-found"` makes `kill_infrastructure` answer "not found".
+//! For claim recovery: `hold-first-start` (the first `run` of a run waits for
+//! [`Recorder::release_start`] and then reports started without checking the claim, as a
+//! create request an API held would; later ones `complete`), `slow-first-create:<s>` (the
+//! first `run` takes s seconds, then checks the claim like a real worker before creating;
+//! later ones `complete`). `find_infrastructure` answers from what was started; `resume`
+//! waits like `block`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -15,7 +21,7 @@ use async_trait::async_trait;
 use prefect_worker_core::client::models::{FlowRun, StateCreate, StateType};
 use prefect_worker_core::job_config::BaseJobConfiguration;
 use prefect_worker_core::runner::RunContext;
-use prefect_worker_core::worker::{KillError, RunError, Worker, WorkerResult};
+use prefect_worker_core::worker::{FoundInfrastructure, KillError, RunError, Worker, WorkerResult};
 use serde_json::Value;
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -33,6 +39,10 @@ pub struct Record {
     pub in_flight: HashSet<Uuid>,
     pub max_in_flight: usize,
     pub teardowns: usize,
+    /// Runs whose infrastructure was reported started (what `find_infrastructure` sees).
+    pub started: HashSet<Uuid>,
+    /// Runs passed to `resume` (adopted).
+    pub resumed: Vec<Uuid>,
 }
 
 /// Shared handle to the record and the blocked runs.
@@ -57,6 +67,18 @@ impl Recorder {
     /// Ends a `block` run as if its infrastructure finished with status 0.
     pub fn release(&self, flow_run_id: Uuid) {
         self.notify_for(&pid(flow_run_id)).notify_one();
+    }
+
+    /// Lets a `hold-first-start` run report its infrastructure as started.
+    pub fn release_start(&self, flow_run_id: Uuid) {
+        self.notify_for(&format!("start:{flow_run_id}"))
+            .notify_one();
+    }
+
+    fn mark_started(&self, ctx: &mut RunContext, flow_run_id: Uuid) {
+        self.record.lock().unwrap().started.insert(flow_run_id);
+        ctx.started(pid(flow_run_id));
+        self.changed.notify_waiters();
     }
 
     /// Waits until `check` holds for the record, up to `timeout`.
@@ -146,8 +168,37 @@ impl Worker for RecordingWorker {
             .cloned()
             .flatten()
             .unwrap_or_else(|| "complete".into());
+        let first = !self
+            .recorder
+            .record
+            .lock()
+            .unwrap()
+            .runs
+            .contains(&flow_run.id);
         self.enter(flow_run.id, &configuration);
         let id = pid(flow_run.id);
+        let behavior = match behavior.as_str() {
+            "hold-first-start" if first => {
+                self.recorder
+                    .notify_for(&format!("start:{}", flow_run.id))
+                    .notified()
+                    .await;
+                self.recorder.mark_started(&mut ctx, flow_run.id);
+                "block".to_owned()
+            }
+            b if b.starts_with("slow-first-create:") && first => {
+                let secs: f64 = b["slow-first-create:".len()..].parse().unwrap_or(1.0);
+                tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+                if let Err(e) = ctx.check_claim() {
+                    self.leave(flow_run.id);
+                    return Err(e);
+                }
+                "complete".to_owned()
+            }
+            "hold-first-start" => "complete".to_owned(),
+            b if b.starts_with("slow-first-create:") => "complete".to_owned(),
+            _ => behavior,
+        };
         // `?` inside ends the run, not `run`: `leave` below always happens.
         let result = async {
             match behavior.as_str() {
@@ -156,7 +207,7 @@ impl Worker for RecordingWorker {
                     "the test infrastructure refused this run",
                 )),
                 "complete" => {
-                    ctx.started(id.clone());
+                    self.recorder.mark_started(&mut ctx, flow_run.id);
                     play_engine(&ctx, flow_run).await?;
                     Ok(WorkerResult {
                         identifier: id,
@@ -165,7 +216,7 @@ impl Worker for RecordingWorker {
                     })
                 }
                 "block" => {
-                    ctx.started(id.clone());
+                    self.recorder.mark_started(&mut ctx, flow_run.id);
                     let notify = self.recorder.notify_for(&id);
                     notify.notified().await;
                     Ok(WorkerResult {
@@ -178,7 +229,7 @@ impl Worker for RecordingWorker {
                     let secs: f64 = other["sleep:".len()..].parse().map_err(|_| {
                         RunError::new("ValueError", format!("bad BEHAVIOR {other:?}"))
                     })?;
-                    ctx.started(id.clone());
+                    self.recorder.mark_started(&mut ctx, flow_run.id);
                     tokio::time::sleep(Duration::from_secs_f64(secs)).await;
                     play_engine(&ctx, flow_run).await?;
                     Ok(WorkerResult {
@@ -192,7 +243,7 @@ impl Worker for RecordingWorker {
                     .and_then(|c| c.parse::<i64>().ok())
                 {
                     Some(code) => {
-                        ctx.started(id.clone());
+                        self.recorder.mark_started(&mut ctx, flow_run.id);
                         Ok(WorkerResult {
                             identifier: id,
                             status_code: code,
@@ -233,6 +284,47 @@ impl Worker for RecordingWorker {
             )));
         }
         Ok(())
+    }
+
+    async fn find_infrastructure(
+        &self,
+        flow_run: &FlowRun,
+        _configuration: &BaseJobConfiguration,
+    ) -> Result<FoundInfrastructure, RunError> {
+        let started = self
+            .recorder
+            .record
+            .lock()
+            .unwrap()
+            .started
+            .contains(&flow_run.id);
+        Ok(if started {
+            FoundInfrastructure::Exists(pid(flow_run.id))
+        } else {
+            FoundInfrastructure::Absent
+        })
+    }
+
+    async fn resume(
+        &self,
+        flow_run: &FlowRun,
+        identifier: &str,
+        _configuration: BaseJobConfiguration,
+        _ctx: RunContext,
+    ) -> Result<WorkerResult, RunError> {
+        self.recorder
+            .record
+            .lock()
+            .unwrap()
+            .resumed
+            .push(flow_run.id);
+        self.recorder.changed.notify_waiters();
+        self.recorder.notify_for(identifier).notified().await;
+        Ok(WorkerResult {
+            identifier: identifier.to_owned(),
+            status_code: 0,
+            detail: None,
+        })
     }
 
     async fn teardown(&self) {

@@ -1,0 +1,205 @@
+//! Claims and the claim timeout: the promise that lets any worker recover a claim whose
+//! worker died before its infrastructure existed.
+//!
+//! A worker claims a flow run by getting Pending accepted. From the moment it *sends* that
+//! proposal it has `claim_timeout` (D) to create the infrastructure: it checks right before
+//! each create attempt ([`crate::runner::RunContext::check_claim`]) and otherwise gives the
+//! run back to the queue. The server stamps every state after the proposal was sent, so a
+//! run whose current Pending state is older than 2·D on the server's clock, and for which no
+//! infrastructure exists, has no live submitter that will still create any: it is abandoned
+//! and may be returned to the queue (`reconcile.rs`). The second D is the margin for a create
+//! request sent just before the deadline that the infrastructure's API answers late.
+//!
+//! Infrastructure that appears later than that anyway (an API that held the create request
+//! for longer than D) is checked: if the run was returned to the queue meanwhile, the late
+//! infrastructure is removed at once instead of being reported.
+
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+use super::engine::Inner;
+use super::propose::propose;
+use crate::client::ClientError;
+use crate::client::models::{FlowRun, SetStateStatus, StateCreate, StateType};
+use crate::runner::flow_run_logs::FlowRunLogger;
+use crate::worker::Worker;
+
+/// The name of the Scheduled state a claim is returned to the queue with.
+pub const RESCHEDULED: &str = "Rescheduled";
+
+/// One accepted claim on a flow run, as its submitter knows it.
+#[derive(Debug, Clone)]
+pub(super) struct Claim {
+    /// When the Pending proposal was sent: before the server stamped the state.
+    sent_at: Instant,
+    /// The states the claim put on the run (Pending, Submitting), to recognise them later.
+    state_ids: Vec<Uuid>,
+}
+
+impl Claim {
+    pub(super) fn new(sent_at: Instant, pending_state: Option<Uuid>) -> Self {
+        Self {
+            sent_at,
+            state_ids: pending_state.into_iter().collect(),
+        }
+    }
+
+    /// Records another state this claim put on the run.
+    pub(super) fn add_state(&mut self, id: Option<Uuid>) {
+        self.state_ids.extend(id);
+    }
+
+    /// No infrastructure may be created from this instant on.
+    pub(super) fn deadline(&self, timeout: Duration) -> Instant {
+        self.sent_at + timeout
+    }
+
+    /// Whether infrastructure reported at `at` came late enough that another worker may
+    /// have returned the run to the queue first (recovery needs 2·D; checking from 1.5·D on
+    /// leaves room for clocks that do not tick at quite the same rate).
+    pub(super) fn is_late(&self, at: Instant, timeout: Duration) -> bool {
+        at >= self.sent_at + timeout.mul_f64(1.5)
+    }
+
+    /// Whether `states` (the run's history, oldest first) show the run returned to the
+    /// queue after this claim: a SCHEDULED state after the claim's last state.
+    fn recovered_in(&self, states: &[crate::client::models::State]) -> Option<bool> {
+        let last = states
+            .iter()
+            .rposition(|s| s.id.is_some_and(|id| self.state_ids.contains(&id)))?;
+        Some(
+            states[last + 1..]
+                .iter()
+                .any(|s| s.state_type == StateType::Scheduled),
+        )
+    }
+}
+
+/// The state an unstarted claim goes back to the queue with: Scheduled for now (the server
+/// stamps the time), so the next poll of any worker picks it up.
+pub(super) fn rescheduled(message: impl Into<String>) -> StateCreate {
+    StateCreate::new(StateType::Scheduled, RESCHEDULED).with_message(message)
+}
+
+impl<W: Worker> Inner<W> {
+    pub(super) fn claim_expired_reason(&self) -> String {
+        format!(
+            "worker '{}' could not create its infrastructure within the claim timeout ({} s) and gave the run back to the queue",
+            self.options.worker_name,
+            self.options.claim_timeout.as_secs_f64()
+        )
+    }
+
+    /// Gives an unstarted claim back to the queue (Scheduled, "Rescheduled"). If that
+    /// fails, the run stays Pending without infrastructure and any worker's reconciler
+    /// returns it later.
+    pub(super) async fn release_claim(
+        &self,
+        flow_run: &FlowRun,
+        logger: &FlowRunLogger,
+        why: &str,
+    ) {
+        let message = format!("Returned to the queue: {why}.");
+        match propose(&self.client, flow_run.id, &rescheduled(&message), false).await {
+            Ok(r) if r.status == SetStateStatus::Accept => {
+                logger.warning(format!("Flow run '{}' {message}", flow_run.name));
+            }
+            Ok(r) => tracing::info!(flow_run_id = %flow_run.id, status = ?r.status,
+                reason = ?r.details.reason, "the server kept the run's state instead of rescheduling it"),
+            Err(ClientError::NotFound(_)) => {}
+            Err(e) => logger.warning(format!(
+                "Could not return flow run '{}' to the queue ({e}); a worker of the pool will do so once the claim is {} s old",
+                flow_run.name,
+                (self.options.claim_timeout * 2).as_secs_f64()
+            )),
+        }
+    }
+
+    /// For infrastructure that appeared late ([`Claim::is_late`]): whether the run was
+    /// returned to the queue after this claim. Unreadable history counts as "no" (the
+    /// infrastructure is kept and reported as usual).
+    pub(super) async fn claim_was_recovered(&self, flow_run: &FlowRun, claim: &Claim) -> bool {
+        match self.client.read_flow_run_states(flow_run.id).await {
+            Ok(states) => claim.recovered_in(&states).unwrap_or(false),
+            Err(e) => {
+                tracing::warn!(flow_run_id = %flow_run.id, error = %e,
+                    "infrastructure appeared late and the run's history cannot be read; keeping it");
+                false
+            }
+        }
+    }
+
+    /// Removes infrastructure whose claim another worker recovered while the create request
+    /// was held, and forgets the run: it is someone else's now.
+    pub(super) async fn discard_late_infrastructure(
+        &self,
+        flow_run: &FlowRun,
+        logger: &FlowRunLogger,
+        pid: &str,
+        configuration: &W::Configuration,
+    ) {
+        logger.warning(format!(
+            "Infrastructure '{pid}' was created after the claim timeout, and flow run '{}' had been returned to the queue meanwhile; removing it",
+            flow_run.name
+        ));
+        if let Err(e) = self
+            .worker
+            .kill_infrastructure(pid, configuration, Duration::ZERO)
+            .await
+        {
+            logger.error(format!("Could not remove late infrastructure '{pid}': {e}"));
+        }
+        self.untrack(flow_run.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::models::State;
+
+    fn state(t: StateType, id: Uuid) -> State {
+        State {
+            id: Some(id),
+            state_type: t,
+            name: None,
+            message: None,
+            timestamp: None,
+            state_details: serde_json::Map::new(),
+            extra: serde_json::Map::new(),
+        }
+    }
+
+    #[test]
+    fn deadlines_count_from_the_proposal() {
+        let t0 = Instant::now();
+        let c = Claim::new(t0, None);
+        let d = Duration::from_secs(10);
+        assert_eq!(c.deadline(d), t0 + d);
+        assert!(!c.is_late(t0 + Duration::from_secs(14), d));
+        assert!(c.is_late(t0 + Duration::from_secs(15), d));
+    }
+
+    #[test]
+    fn a_schedule_after_the_claim_means_recovered() {
+        let (pending, submitting) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut c = Claim::new(Instant::now(), Some(pending));
+        c.add_state(Some(submitting));
+        let ours = vec![
+            state(StateType::Scheduled, Uuid::new_v4()),
+            state(StateType::Pending, pending),
+            state(StateType::Pending, submitting),
+        ];
+        assert_eq!(c.recovered_in(&ours), Some(false));
+        let mut taken = ours.clone();
+        taken.push(state(StateType::Scheduled, Uuid::new_v4()));
+        taken.push(state(StateType::Pending, Uuid::new_v4()));
+        assert_eq!(c.recovered_in(&taken), Some(true));
+        assert_eq!(
+            Claim::new(Instant::now(), None).recovered_in(&ours),
+            None,
+            "a claim not in the history is not judged"
+        );
+    }
+}
