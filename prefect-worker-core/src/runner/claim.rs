@@ -1,14 +1,20 @@
 //! Claims and the claim timeout: the promise that lets any worker recover a claim whose
 //! worker died before its infrastructure existed.
 //!
-//! A worker claims a flow run by getting Pending accepted. From the moment it *sends* that
-//! proposal it has `claim_timeout` (D) to create the infrastructure: it checks right before
-//! each create attempt ([`crate::runner::RunContext::check_claim`]) and otherwise gives the
-//! run back to the queue. The server stamps every state after the proposal was sent, so a
-//! run whose current Pending state is older than 2·D on the server's clock, and for which no
-//! infrastructure exists, has no live submitter that will still create any: it is abandoned
-//! and may be returned to the queue (`reconcile.rs`). The second D is the margin for a create
-//! request sent just before the deadline that the infrastructure's API answers late.
+//! A worker claims a flow run by getting Pending accepted. The claim is a lease of
+//! `claim_timeout` (D), in two steps, each measured from the moment a proposal is *sent*:
+//!
+//! 1. Pending → configuration and labels: the Submitting proposal is only sent within D of
+//!    the Pending proposal; otherwise the run is given back to the queue.
+//! 2. Submitting → infrastructure: no create attempt starts later than D after the
+//!    Submitting proposal was sent ([`crate::runner::RunContext::check_claim`]); otherwise
+//!    the run is given back.
+//!
+//! The server stamps each state after its proposal was sent, so a run whose *current*
+//! Pending-type state is older than 2·D on the server's clock, and for which no
+//! infrastructure exists, has no live submitter that will still create any: it is
+//! abandoned and may be returned to the queue (`reconcile.rs`). The second D is the margin
+//! for a request sent just before a deadline that is answered late.
 //!
 //! Infrastructure that appears later than that anyway (an API that held the create request
 //! for longer than D) is checked: if the run was returned to the queue meanwhile, the late
@@ -45,8 +51,9 @@ impl Claim {
         }
     }
 
-    /// Records another state this claim put on the run.
-    pub(super) fn add_state(&mut self, id: Option<Uuid>) {
+    /// Records the Submitting state, which starts the claim's second step at `sent_at`.
+    fn renew(&mut self, sent_at: Instant, id: Option<Uuid>) {
+        self.sent_at = sent_at;
         self.state_ids.extend(id);
     }
 
@@ -83,6 +90,49 @@ pub(super) fn rescheduled(message: impl Into<String>) -> StateCreate {
 }
 
 impl<W: Worker> Inner<W> {
+    /// Proposes Submitting within the claim's first step, renewing the claim for the create
+    /// step. `false`: the claim is over (timed out and given back, or returned to the queue
+    /// by another worker meanwhile); do not create anything.
+    pub(super) async fn propose_submitting(
+        &self,
+        flow_run: &FlowRun,
+        logger: &FlowRunLogger,
+        claim: &mut Claim,
+    ) -> bool {
+        let timeout = self.options.claim_timeout;
+        if Instant::now() >= claim.deadline(timeout) {
+            self.release_claim(flow_run, logger, &self.claim_expired_reason())
+                .await;
+            return false;
+        }
+        let sent_at = Instant::now();
+        match propose(&self.client, flow_run.id, &StateCreate::submitting(), false).await {
+            Ok(r) if r.status == SetStateStatus::Accept => {
+                // A Submitting answered this late may have landed after the run was returned
+                // to the queue (the server accepts Submitting from Scheduled).
+                if claim.is_late(Instant::now(), timeout)
+                    && self.claim_was_recovered(flow_run, claim).await
+                {
+                    logger.warning(format!(
+                        "Flow run '{}' was returned to the queue while this worker was submitting it; not submitting",
+                        flow_run.name
+                    ));
+                    return false;
+                }
+                claim.renew(sent_at, r.state.as_ref().and_then(|s| s.id));
+            }
+            // Errors and refusals here are not worth failing the run for (Python ignores
+            // them); the claim keeps running from its Pending proposal.
+            Ok(r) => {
+                tracing::debug!(flow_run_id = %flow_run.id, status = ?r.status, "Submitting not accepted")
+            }
+            Err(e) => {
+                tracing::debug!(flow_run_id = %flow_run.id, error = %e, "could not set Submitting state");
+            }
+        }
+        true
+    }
+
     pub(super) fn claim_expired_reason(&self) -> String {
         format!(
             "worker '{}' could not create its infrastructure within the claim timeout ({} s) and gave the run back to the queue",
@@ -185,7 +235,7 @@ mod tests {
     fn a_schedule_after_the_claim_means_recovered() {
         let (pending, submitting) = (Uuid::new_v4(), Uuid::new_v4());
         let mut c = Claim::new(Instant::now(), Some(pending));
-        c.add_state(Some(submitting));
+        c.renew(Instant::now(), Some(submitting));
         let ours = vec![
             state(StateType::Scheduled, Uuid::new_v4()),
             state(StateType::Pending, pending),

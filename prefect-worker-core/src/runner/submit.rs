@@ -9,10 +9,10 @@ use serde_json::{Value, json};
 use super::claim::Claim;
 use super::context::CLAIM_EXPIRED;
 use super::engine::Inner;
-use super::propose::{PendingOutcome, force_cancelled, propose, propose_crashed, propose_pending};
+use super::propose::{PendingOutcome, force_cancelled, propose_crashed, propose_pending};
 use super::{RunContext, exit_codes};
 use crate::client::ClientError;
-use crate::client::models::{Deployment, FlowRun, StateCreate, StateType};
+use crate::client::models::{Deployment, FlowRun, StateType};
 use crate::job_config::{ConfigurationError, PrepareContext, resolve_for_flow_run};
 use crate::runner::flow_run_logs::FlowRunLogger;
 use crate::worker::{RunError, Worker, WorkerResult};
@@ -239,12 +239,9 @@ impl<W: Worker> Inner<W> {
         self.client
             .update_flow_run_labels(flow_run.id, &labels)
             .await?;
-        // 5. Submitting: errors here are not worth failing the run for (Python ignores them).
-        match propose(&self.client, flow_run.id, &StateCreate::submitting(), false).await {
-            Ok(r) => claim.add_state(r.state.as_ref().and_then(|s| s.id)),
-            Err(e) => {
-                tracing::debug!(flow_run_id = %flow_run.id, error = %e, "could not set Submitting state");
-            }
+        // 5. Submitting, which also renews the claim for the create step (`claim.rs`).
+        if !self.propose_submitting(flow_run, logger, &mut claim).await {
+            return Ok(None);
         }
         Ok(Some((configuration, claim)))
     }
