@@ -8,7 +8,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, PropagationPolicy};
-use prefect_worker_core::client::models::{FlowRun, StateCreate, StateType};
+use prefect_worker_core::client::models::{FlowRun, SetStateStatus, StateCreate, StateType};
 use prefect_worker_core::runner::{Level, RunContext};
 use prefect_worker_core::worker::WorkerResult;
 use tokio::sync::watch;
@@ -44,6 +44,8 @@ impl KubernetesWorker {
         let identifier = format!("{}:{}", job.key.namespace, job.name);
         let mut subscription = self.tracker.subscribe(&job.key, job.client, &job.name);
         let mut state = RunWatch::new(job.limits, Instant::now());
+        // The InfrastructurePending state this wait put on the run, if the server took it.
+        let mut infra_pending: Option<uuid::Uuid> = None;
         let (pod_tx, pod_rx) = watch::channel(None::<String>);
         let streamer = job.stream_output.then(|| {
             tokio::spawn(stream_output(
@@ -95,11 +97,17 @@ impl KubernetesWorker {
                     }
                 }
             };
-            if let Some(outcome) = self.act(flow_run, &job, ctx, &mut state, actions).await {
+            if let Some(outcome) = self
+                .act(flow_run, &job, ctx, &mut state, actions, &mut infra_pending)
+                .await
+            {
                 break outcome;
             }
         };
         drop(pod_tx);
+        if let Some(ours) = infra_pending {
+            restore_final_state(flow_run, ctx, ours).await;
+        }
         if let Some(s) = streamer {
             // Let the stream drain the last lines the container wrote.
             let _ = tokio::time::timeout(Duration::from_secs(2), s).await;
@@ -119,6 +127,7 @@ impl KubernetesWorker {
         ctx: &RunContext,
         state: &mut RunWatch,
         actions: Vec<Action>,
+        infra_pending: &mut Option<uuid::Uuid>,
     ) -> Option<Outcome> {
         let mut queue: std::collections::VecDeque<Action> = actions.into();
         while let Some(action) = queue.pop_front() {
@@ -133,7 +142,9 @@ impl KubernetesWorker {
                         .log(level, d.message());
                 }
                 Action::ProposeInfrastructurePending => {
-                    self.propose_infrastructure_pending(flow_run, ctx).await
+                    if let Some(id) = self.propose_infrastructure_pending(flow_run, ctx).await {
+                        *infra_pending = Some(id);
+                    }
                 }
                 Action::Finish(mut o) => {
                     if state.failure_needs_pods(&o) {
@@ -237,30 +248,94 @@ impl KubernetesWorker {
     }
 
     /// While the pod is Pending, show it in Prefect as `InfrastructurePending` (spec §6.1),
-    /// unless the run has moved on.
-    async fn propose_infrastructure_pending(&self, flow_run: &FlowRun, ctx: &RunContext) {
+    /// unless the run has moved on. Returns the id of the state when the server took it.
+    async fn propose_infrastructure_pending(
+        &self,
+        flow_run: &FlowRun,
+        ctx: &RunContext,
+    ) -> Option<uuid::Uuid> {
         let client = ctx.client();
         let current = match client.read_flow_run(flow_run.id).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!(error = %e, "cannot read flow run before proposing InfrastructurePending");
-                return;
+                return None;
             }
         };
-        let Some(s) = current.state.as_ref() else {
-            return;
-        };
-        if s.state_type != StateType::Pending || s.name.as_deref() == Some("InfrastructurePending")
-        {
-            return;
+        let s = current.state.as_ref()?;
+        if s.state_type != StateType::Pending || s.name.as_deref() == Some(INFRASTRUCTURE_PENDING) {
+            return None;
         }
         let state = StateCreate::infrastructure_pending("Kubernetes pod is pending.");
         let proposal = client.set_flow_run_state(flow_run.id, &state, false);
         match tokio::time::timeout(Duration::from_secs(5), proposal).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::debug!(error = %e, "InfrastructurePending proposal failed"),
-            Err(_) => tracing::debug!("InfrastructurePending proposal timed out"),
+            Ok(Ok(r)) if r.status == SetStateStatus::Accept => r.state.and_then(|s| s.id),
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "InfrastructurePending proposal failed");
+                None
+            }
+            Err(_) => {
+                tracing::debug!("InfrastructurePending proposal timed out");
+                None
+            }
         }
+    }
+}
+
+const INFRASTRUCTURE_PENDING: &str = "InfrastructurePending";
+
+/// Undoes the one race of the InfrastructurePending proposal (Python's observer has it too):
+/// the run is read as Pending, the engine in the pod then runs to its final state, and the
+/// proposal lands after it — the server accepts PENDING after a final state (that is how
+/// reruns work), so the finished run would show Pending forever (or be crashed by the
+/// exit code of a flow that failed). Called when the Job has ended and this wait's
+/// InfrastructurePending was accepted: if that state is still the run's latest and a final
+/// state came right before it, that final state is restored.
+async fn restore_final_state(flow_run: &FlowRun, ctx: &RunContext, ours: uuid::Uuid) {
+    let client = ctx.client();
+    let current = match client.read_flow_run(flow_run.id).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot check the run after its Job succeeded");
+            return;
+        }
+    };
+    if current.state.as_ref().and_then(|s| s.id) != Some(ours) {
+        return; // the engine moved the run on after our proposal, as usual
+    }
+    let states = match client.read_flow_run_states(flow_run.id).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read the run's states");
+            return;
+        }
+    };
+    let Some(pos) = states.iter().position(|s| s.id == Some(ours)) else {
+        return;
+    };
+    let Some(before) = pos.checked_sub(1).and_then(|i| states.get(i)) else {
+        return;
+    };
+    if !before.state_type.is_final() {
+        return;
+    }
+    let mut restore = StateCreate::new(before.state_type.clone(), before.display_name());
+    restore.message = before.message.clone();
+    restore.state_details = before.state_details.clone();
+    restore.state_details.remove("transition_id");
+    restore.data = before.extra.get("data").cloned().filter(|d| !d.is_null());
+    match client.set_flow_run_state(flow_run.id, &restore, true).await {
+        Ok(_) => ctx.logger().warning(format!(
+            "Flow run '{}' finished while this worker marked it InfrastructurePending; its final state {} was restored",
+            flow_run.name,
+            before.display_name()
+        )),
+        Err(e) => ctx.logger().error(format!(
+            "Flow run '{}' finished ({}) but shows InfrastructurePending, and restoring its final state failed: {e}",
+            flow_run.name,
+            before.display_name()
+        )),
     }
 }
 
