@@ -15,6 +15,8 @@
 #       Stop the server, then PostgreSQL; remove the temp dirs and the state file.
 #   scripts/prefect-server.sh server-stop [--state-dir DIR]
 #       Stop only the Prefect server process: port, PREFECT_HOME and database stay.
+#   scripts/prefect-server.sh server-kill [--state-dir DIR]
+#       Like server-stop, but SIGKILL at once (a crash: no graceful shutdown).
 #   scripts/prefect-server.sh server-start [--state-dir DIR]
 #       Start the Prefect server again after server-stop (same port, same database).
 #   scripts/prefect-server.sh restart [--state-dir DIR]      server-stop + server-start
@@ -370,6 +372,20 @@ cmd_server_stop() {
     set_state_key "${dir}" PID ""
 }
 
+cmd_server_kill() {
+    local dir i
+    dir="$(parse_dir_only "$@")"
+    load_state "${dir}" || die "no state in ${dir}"
+    if [[ -n "${S_PID:-}" ]]; then
+        kill -KILL -- "-${S_PID}" 2>/dev/null || true
+        for ((i = 0; i < 100; i++)); do
+            alive "${S_PID}" || break
+            sleep 0.1
+        done
+    fi
+    set_state_key "${dir}" PID ""
+}
+
 cmd_server_start() {
     local dir
     dir="$(parse_dir_only "$@")"
@@ -439,6 +455,7 @@ main() {
         start) cmd_start "$@" ;;
         stop) cmd_stop "$@" ;;
         server-stop) cmd_server_stop "$@" ;;
+        server-kill) cmd_server_kill "$@" ;;
         server-start) cmd_server_start "$@" ;;
         restart) cmd_server_stop "$@"; cmd_server_start "$@" ;;
         status) cmd_status "$@" ;;

@@ -115,6 +115,25 @@ pub struct StartArgs {
         env = "PREFECT_WORKER_MAX_CONCURRENT_SUBMISSIONS"
     )]
     pub max_concurrent_submissions: usize,
+
+    /// Seconds a submission has from its Pending claim to creating the Job; past it, it
+    /// gives the run back to the queue. Claims left Pending without a Job for twice this
+    /// long (a worker died mid-submission) are returned to the queue by any worker.
+    #[arg(
+        long,
+        default_value_t = 60.0,
+        env = "PREFECT_WORKER_CLAIM_TIMEOUT_SECONDS"
+    )]
+    pub claim_timeout_seconds: f64,
+
+    /// Return abandoned claims to the queue (`false`: only log them).
+    #[arg(
+        long,
+        default_value_t = true,
+        env = "PREFECT_WORKER_RECOVER_CLAIMS",
+        action = clap::ArgAction::Set
+    )]
+    pub recover_claims: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use prefect_worker_core::client::{ClientError, ClientOptions, PrefectClient};
@@ -136,6 +137,18 @@ pub async fn start(args: StartArgs) -> Result<ExitCode> {
     runner_options.create_pool_if_not_found = r.create_pool_if_not_found;
     runner_options.base_job_template = base_job_template;
     runner_options.max_concurrent_submissions = args.max_concurrent_submissions.max(1);
+    if !(args.claim_timeout_seconds.is_finite() && args.claim_timeout_seconds >= 1.0) {
+        bail!(
+            "--claim-timeout-seconds must be a number of seconds ≥ 1 (got {})",
+            args.claim_timeout_seconds
+        );
+    }
+    runner_options.claim_timeout = Duration::from_secs_f64(args.claim_timeout_seconds);
+    runner_options.recover_claims = args.recover_claims;
+    // Look for abandoned claims at least once per claim timeout.
+    runner_options.reconcile_interval = runner_options
+        .heartbeat_interval
+        .min(runner_options.claim_timeout);
 
     let worker = KubernetesWorker::new(
         KubernetesWorkerOptions::new(&r.name).with_settings(r.kubernetes.clone()),

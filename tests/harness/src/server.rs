@@ -294,6 +294,17 @@ impl PrefectServer {
         self.inner.resume()
     }
 
+    /// Like [`PrefectServer::pause`], but a crash: SIGKILL, no graceful shutdown. The
+    /// database stays; [`PrefectServer::resume`] starts the server again.
+    pub fn kill(&self) -> Result<()> {
+        self.inner.kill()
+    }
+
+    /// [`PrefectServer::kill`] on tokio's blocking pool.
+    pub fn kill_async(&self) -> impl Future<Output = Result<()>> + Send + 'static {
+        self.blocking(Inner::kill)
+    }
+
     /// `pause` then `resume`.
     pub fn restart(&self) -> Result<()> {
         self.inner.pause()?;
@@ -387,6 +398,21 @@ impl Inner {
         run_script(
             &self.script,
             &["server-stop", "--state-dir", &state],
+            &[],
+            Duration::from_secs(60),
+        )
+        .map(drop)
+    }
+
+    fn kill(&self) -> Result<()> {
+        let stopped = lock(&self.control);
+        if *stopped {
+            bail!("server already stopped");
+        }
+        let state = self.state_arg();
+        run_script(
+            &self.script,
+            &["server-kill", "--state-dir", &state],
             &[],
             Duration::from_secs(60),
         )

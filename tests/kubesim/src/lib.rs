@@ -41,4 +41,4 @@ pub use kinds::Kind;
 pub use object::{Object, SimObject};
 pub use observe::{RequestRecord, WatchCounters};
 pub use sim::{SimCluster, SimClusterBuilder, SimHandle};
-pub use store::{DEFAULT_NAMESPACE_UID, KUBE_SYSTEM_NAMESPACE_UID};
+pub use store::{CreatedRecord, DEFAULT_NAMESPACE_UID, KUBE_SYSTEM_NAMESPACE_UID};

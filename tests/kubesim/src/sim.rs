@@ -347,6 +347,12 @@ impl SimHandle {
         self.cluster.observer.counters()
     }
 
+    /// Every Job ever created through the API or [`SimHandle::create`], oldest first,
+    /// deleted ones included: how tests count "exactly one Job per run".
+    pub fn created_jobs(&self) -> Vec<crate::store::CreatedRecord> {
+        self.cluster.with_store(|s| s.created_jobs().to_vec())
+    }
+
     /// Container processes alive right now.
     pub fn running_processes(&self) -> usize {
         self.cluster.running_processes.load(Ordering::SeqCst)

@@ -141,6 +141,21 @@ pub struct Store {
     pending: Vec<Arc<Change>>,
     event_index: HashMap<(String, String, String), Key>,
     quota_exceeded: BTreeSet<String>,
+    /// Every Job ever created, for tests that count creations (deleted ones included).
+    created_jobs: Vec<CreatedRecord>,
+}
+
+/// An object as it was when created: what tests need to count creations.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreatedRecord {
+    /// Namespace.
+    pub namespace: String,
+    /// Name (generated names resolved).
+    pub name: String,
+    /// uid.
+    pub uid: String,
+    /// Labels at creation.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// Uids of the built-in namespaces are fixed so tests and demos can rely on them.
@@ -168,6 +183,7 @@ impl Store {
             pending: Vec::new(),
             event_index: HashMap::new(),
             quota_exceeded: BTreeSet::new(),
+            created_jobs: Vec::new(),
         };
         for (name, uid) in [
             ("default", DEFAULT_NAMESPACE_UID),
@@ -372,7 +388,20 @@ impl Store {
                 ),
             ));
         }
+        if kind == Kind::Job {
+            self.created_jobs.push(CreatedRecord {
+                namespace: ns.clone(),
+                name: name.clone(),
+                uid: uid.clone(),
+                labels: obj.meta().labels.clone().unwrap_or_default(),
+            });
+        }
         Ok(self.insert(obj, ChangeType::Added, None))
+    }
+
+    /// Every Job ever created, oldest first (deleted ones included).
+    pub fn created_jobs(&self) -> &[CreatedRecord] {
+        &self.created_jobs
     }
 
     fn count_in_namespace(&self, kind: Kind, ns: &str) -> usize {
