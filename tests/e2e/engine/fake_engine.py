@@ -8,6 +8,7 @@ Usage (as a Job's command): fake_engine.py MODE
   fail          Running, then Failed, exit 1 (the flow raised: the worker adds nothing)
   exit:N        Running, then exit N without a final state (the worker reports Crashed)
   sleep:S       Running, sleep S seconds, then Completed (cancel such runs while they sleep)
+  sleep-exit:S:N  Running, sleep S seconds, then exit N without a final state
 
 Like the real engine it rides out API outages (connection errors, 5xx, 429) for up to
 CHAOS_ENGINE_PATIENCE seconds (default 300), and exits quietly when the server refuses
@@ -59,6 +60,10 @@ def main():
         print(f"fake engine: Running refused: {running.get('details')}")
         return 0
     print("fake engine: running", mode, flush=True)
+    if mode.startswith("sleep-exit:"):
+        _, secs, code = mode.split(":")
+        time.sleep(float(secs))
+        mode = "exit:" + code
     if mode.startswith("sleep:"):
         time.sleep(float(mode.split(":", 1)[1]))
         mode = "complete"

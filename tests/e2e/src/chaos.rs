@@ -37,6 +37,11 @@ pub enum Outcome {
     PullError,
     /// Running for long; the test cancels it: the worker deletes the Job, Cancelled.
     Cancel,
+    /// Running for 8 s, then Completed (time to kill a worker while it waits).
+    SlowComplete,
+    /// Running for 8 s, then exit 3 with no final state: only a worker that waits on the
+    /// Job (or adopted it) reports the crash.
+    SlowExit3,
 }
 
 impl Outcome {
@@ -56,7 +61,8 @@ impl Outcome {
         match self {
             Self::Complete => "COMPLETED",
             Self::Fail => "FAILED",
-            Self::Exit3 | Self::Oom | Self::PullError => "CRASHED",
+            Self::Exit3 | Self::Oom | Self::PullError | Self::SlowExit3 => "CRASHED",
+            Self::SlowComplete => "COMPLETED",
             Self::Cancel => "CANCELLED",
         }
     }
@@ -76,6 +82,8 @@ impl Outcome {
             Self::Fail => engine("fail"),
             Self::Exit3 => engine("exit:3"),
             Self::Cancel => engine("sleep:600"),
+            Self::SlowComplete => engine("sleep:8"),
+            Self::SlowExit3 => engine("sleep-exit:8:3"),
             Self::Oom => json!({"image": "sim/oom"}),
             Self::PullError => json!({"image": "sim/pull-error", "pod_watch_timeout_seconds": 5}),
         }
@@ -92,6 +100,8 @@ pub fn fake_engine() -> PathBuf {
 #[derive(Debug, Clone)]
 pub struct Workload {
     pub pool: String,
+    /// The flow every deployment runs.
+    pub flow_id: Uuid,
     deployments: BTreeMap<Outcome, Uuid>,
     /// Every run, with what it must do.
     pub runs: Vec<(Uuid, Outcome)>,
@@ -122,6 +132,7 @@ impl Workload {
         }
         Ok(Self {
             pool: pool.to_owned(),
+            flow_id: flow,
             deployments,
             runs: Vec::new(),
             cancelled: Vec::new(),

@@ -33,7 +33,8 @@ pub enum Action {
         content_type: String,
         body: Vec<u8>,
     },
-    /// No answer until [`RuleHandle::release`] (then forwarded), or ever.
+    /// No answer until [`RuleHandle::release`] (then forwarded) or [`RuleHandle::refuse`]
+    /// (then 502, never forwarded: the request died with its client).
     Hold,
     /// Forwarded after this delay.
     Delay(Duration),
@@ -109,8 +110,16 @@ impl Rule {
 pub struct RuleHandle {
     hits: Arc<AtomicUsize>,
     hit: Arc<Notify>,
-    released: watch::Sender<bool>,
+    released: watch::Sender<Release>,
     removed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// What held requests are waiting for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Release {
+    Held,
+    Forward,
+    Refuse,
 }
 
 impl RuleHandle {
@@ -138,7 +147,13 @@ impl RuleHandle {
 
     /// Lets held requests through (forwarded), and later ones too.
     pub fn release(&self) {
-        self.released.send_replace(true);
+        self.released.send_replace(Release::Forward);
+    }
+
+    /// Answers held requests (and later ones) 502 without forwarding them: for a request
+    /// whose client was killed while it was held, which must never reach the server.
+    pub fn refuse(&self) {
+        self.released.send_replace(Release::Refuse);
     }
 
     /// Stops matching (held requests stay held until released).
@@ -203,7 +218,7 @@ impl FaultProxy {
         let handle = RuleHandle {
             hits: Arc::default(),
             hit: Arc::default(),
-            released: watch::Sender::new(false),
+            released: watch::Sender::new(Release::Held),
             removed: Arc::default(),
         };
         self.rules.lock().unwrap().push(Installed {
@@ -290,7 +305,13 @@ async fn forward(State(s): State<Shared>, req: Request) -> Response {
             } => return (status, [("content-type", content_type)], body).into_response(),
             Action::Hold => {
                 let mut rx = handle.released.subscribe();
-                let _ = rx.wait_for(|r| *r).await;
+                let refused = rx
+                    .wait_for(|r| *r != Release::Held)
+                    .await
+                    .map_or(true, |r| *r == Release::Refuse);
+                if refused {
+                    return StatusCode::BAD_GATEWAY.into_response();
+                }
             }
             Action::Delay(d) => tokio::time::sleep(d).await,
         }
