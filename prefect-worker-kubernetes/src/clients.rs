@@ -86,8 +86,16 @@ impl ClientCache {
             },
             Some(v) => config_from_block(v).await?,
         };
-        let client =
-            Client::try_from(config).map_err(|e| ClientConfigError::Build(e.to_string()))?;
+        let from_block = !matches!(cluster_config, None | Some(Value::Null));
+        let client = Client::try_from(config).map_err(|e| {
+            if from_block {
+                ClientConfigError::InvalidClusterConfig(format!(
+                    "no Kubernetes client can be built from it ({e}); check its certificates and credentials"
+                ))
+            } else {
+                ClientConfigError::Build(e.to_string())
+            }
+        })?;
         clients.insert(key, client.clone());
         Ok(client)
     }
@@ -124,7 +132,11 @@ async fn config_from_block(block: &Value) -> Result<Config, ClientConfigError> {
     };
     Config::from_custom_kubeconfig(kubeconfig, &options)
         .await
-        .map_err(|e| ClientConfigError::Build(e.to_string()))
+        .map_err(|e| {
+            ClientConfigError::InvalidClusterConfig(format!(
+                "its kubeconfig cannot be used ({e}); check that `context_name` names one of its contexts and that the context's cluster has a `server` URL"
+            ))
+        })
 }
 
 #[cfg(test)]

@@ -28,6 +28,11 @@ pub enum Category {
     UnschedulableTaint,
     /// The Job controller cannot create the pod (quota, admission...).
     FailedCreate,
+    /// The Job controller cannot create the pod because the pod template is invalid: no
+    /// amount of waiting helps.
+    FailedCreateInvalid,
+    /// The container runtime could not start the container's process (exit 128).
+    StartError,
 }
 
 impl Category {
@@ -46,6 +51,8 @@ impl Category {
             Self::UnschedulableNodeAffinity => "Unschedulable.NodeAffinity",
             Self::UnschedulableTaint => "Unschedulable.Taint",
             Self::FailedCreate => "FailedCreate",
+            Self::FailedCreateInvalid => "FailedCreate.Invalid",
+            Self::StartError => "StartError",
         }
     }
 
@@ -55,7 +62,10 @@ impl Category {
     pub fn is_container_failure(self) -> bool {
         matches!(
             self,
-            Self::ImagePullError | Self::InvalidImageName | Self::CreateContainerConfigError
+            Self::ImagePullError
+                | Self::InvalidImageName
+                | Self::CreateContainerConfigError
+                | Self::FailedCreateInvalid
         )
     }
 
@@ -190,6 +200,15 @@ fn terminated(status: &PodStatus) -> Option<Diagnosis> {
                     resolution: "Raise the container's memory limit in the job template (memory_limit), or make the flow use less memory.",
                 });
             }
+            Some("StartError" | "ContainerCannotRun") => {
+                return Some(Diagnosis {
+                    level: DiagnosisLevel::Error,
+                    category: Category::StartError,
+                    summary: format!("Container '{name}' could not be started"),
+                    detail: t.message.clone().unwrap_or_default(),
+                    resolution: "Check the container's command, arguments and environment: the runtime's message says what it refused (a program that does not exist, or arguments or environment too large for the kernel).",
+                });
+            }
             Some("Evicted") => {
                 return Some(Diagnosis {
                     level: DiagnosisLevel::Warning,
@@ -272,6 +291,24 @@ pub fn diagnose_job_events(events: &[Event]) -> Option<Diagnosis> {
         })?;
     let message = e.message.as_deref().unwrap_or("");
     let quota = message.contains("exceeded quota");
+    // A pod the API server rejects as invalid will be rejected on every retry.
+    let invalid = [
+        "is invalid",
+        "Invalid value",
+        "Unsupported value",
+        "Required value",
+    ]
+    .iter()
+    .any(|m| message.contains(m));
+    if invalid {
+        return Some(Diagnosis {
+            level: DiagnosisLevel::Error,
+            category: Category::FailedCreateInvalid,
+            summary: "Kubernetes rejects the Job's pod template as invalid".into(),
+            detail: message.to_owned(),
+            resolution: "Fix the field the message names, in the job variables or the work pool's base job template.",
+        });
+    }
     Some(Diagnosis {
         level: DiagnosisLevel::Warning,
         category: Category::FailedCreate,

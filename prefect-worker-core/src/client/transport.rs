@@ -98,6 +98,8 @@ pub(crate) struct RawResponse {
     pub body: Vec<u8>,
     /// The server's clock when it answered (the `Date` header), if it sent one.
     pub date: Option<chrono::DateTime<chrono::Utc>>,
+    /// The body's first characters, secrets redacted (for "invalid response" messages).
+    pub excerpt: String,
 }
 
 impl RawResponse {
@@ -109,8 +111,38 @@ impl RawResponse {
         serde_json::from_slice(&self.body).map_err(|e| ClientError::Decode {
             method: self.method.clone(),
             path: self.path.clone(),
-            message: e.to_string(),
+            message: self.explain(&e),
         })
+    }
+
+    /// What was wrong with a body that did not decode, and what to check.
+    fn explain(&self, e: &serde_json::Error) -> String {
+        use serde_json::error::Category;
+        let first = self.body.iter().find(|b| !b.is_ascii_whitespace());
+        if first.is_none() {
+            return format!(
+                "the body is empty (HTTP {}); something between the worker and the Prefect API answered for it — check PREFECT_API_URL and any proxy in between",
+                self.status
+            );
+        }
+        if e.to_string().contains("recursion limit") {
+            return format!(
+                "the JSON is nested more than 128 levels deep ({e}); the object it describes cannot be read — make it shallower"
+            );
+        }
+        match e.classify() {
+            Category::Data => format!(
+                "the JSON does not have the shape a Prefect 3 server sends ({e}); check that PREFECT_API_URL points at a Prefect 3 server"
+            ),
+            Category::Eof if matches!(first, Some(b'{' | b'[')) => format!(
+                "the JSON is cut short ({e}; it starts with `{}`); the answer was truncated on its way — a proxy or a dropped connection?",
+                self.excerpt
+            ),
+            _ => format!(
+                "the body is not JSON ({e}; it starts with `{}`); something other than the Prefect API answered — check PREFECT_API_URL and any proxy or load balancer in between",
+                self.excerpt
+            ),
+        }
     }
 }
 
@@ -321,12 +353,14 @@ impl Transport {
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok())
                     .map(|d| d.with_timezone(&chrono::Utc));
+                let excerpt = self.excerpt_of(&body);
                 return Ok(RawResponse {
                     method: method.to_owned(),
                     path,
                     status,
                     body,
                     date,
+                    excerpt,
                 });
             }
             let retry_after = headers
@@ -394,6 +428,20 @@ impl Transport {
             .unwrap_or(url.path())
             .to_owned();
         Ok((url, path))
+    }
+
+    /// The first 60 characters of `body` on one line, secrets redacted.
+    fn excerpt_of(&self, body: &[u8]) -> String {
+        let head = &body[..body.len().min(240)];
+        let text: String = String::from_utf8_lossy(head)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let text = self.redactor.redact(&text);
+        match text.char_indices().nth(60) {
+            Some((i, _)) => format!("{}…", &text[..i]),
+            None => text,
+        }
     }
 
     /// The server's `detail` (FastAPI's error field), else a short excerpt of the body;

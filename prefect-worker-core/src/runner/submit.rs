@@ -36,6 +36,7 @@ impl From<ClientError> for SubmitFailure {
     fn from(e: ClientError) -> Self {
         let type_name = match e {
             ClientError::NotFound(_) => "ObjectNotFound",
+            ClientError::Decode { .. } => "ValidationError",
             _ => "PrefectHTTPStatusError",
         };
         // A reply that could not be decoded may be a proxy's or a half-read one: try again.
@@ -159,10 +160,17 @@ impl<W: Worker> Inner<W> {
         logger: &FlowRunLogger,
     ) -> Result<Option<(W::Configuration, Claim)>, SubmitFailure> {
         // 1. Deployment existence check.
+        let mut unreadable = None;
         let deployment = match flow_run.deployment_id {
             None => None,
             Some(id) => match self.client.read_deployment(id).await {
                 Ok(d) => Some(d),
+                // An answer that is not a deployment will not become one on the next poll:
+                // claim the run and crash it with what was wrong, rather than retry forever.
+                Err(e @ ClientError::Decode { .. }) => {
+                    unreadable = Some(e);
+                    None
+                }
                 Err(ClientError::NotFound(_)) => {
                     logger.error(format!(
                         "Deployment {id} no longer exists. Flow run {} will not be submitted for execution",
@@ -214,6 +222,9 @@ impl<W: Worker> Inner<W> {
             PendingOutcome::Accepted(id) => Claim::new(sent_at, id),
             PendingOutcome::NotSubmitted => return Ok(None),
         };
+        if let Some(e) = unreadable {
+            return Err(e.into());
+        }
         // 3. Configuration.
         let configuration = self
             .configuration_for(flow_run, deployment.as_ref())

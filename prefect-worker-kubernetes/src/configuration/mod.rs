@@ -4,6 +4,7 @@
 //! variables and default base job template, and the golden-case preview.
 
 mod manifest_check;
+mod manifest_types;
 mod prepare;
 mod preview;
 mod variables;
@@ -20,6 +21,7 @@ use prefect_worker_core::job_config::{
 };
 
 pub use manifest_check::{base_job_manifest, check_job_manifest};
+pub use manifest_types::check_field_types;
 pub use preview::{preview_from_golden_input, preview_from_golden_input_async};
 pub use variables::{KubernetesWorkerVariables, default_base_job_template};
 

@@ -36,7 +36,10 @@ fn retryable(e: &kube::Error) -> bool {
 #[must_use]
 pub fn describe_failure(e: &kube::Error, namespace: &str) -> String {
     let kube::Error::Api(s) = e else {
-        return format!("Unable to create Kubernetes job: {e}");
+        return format!(
+            "Unable to create Kubernetes job: {}. Hint: check that the worker can reach the cluster's API server (the run's cluster_config, else the worker's kubeconfig or in-cluster configuration).",
+            error_chain(e)
+        );
     };
     let mut msg = "Unable to create Kubernetes job".to_owned();
     let phrase = http::StatusCode::from_u16(s.code)
@@ -65,6 +68,11 @@ pub fn describe_failure(e: &kube::Error, namespace: &str) -> String {
         Some(format!(
             "Verify that the namespace '{namespace}' exists in the cluster."
         ))
+    } else if s.code == 422 && body.contains("metadata.generatename") {
+        Some(
+            "Set the `name` job variable to lowercase letters, digits, '-' and '.' (at most 57 characters), or leave it unset."
+                .to_owned(),
+        )
     } else {
         None
     };
@@ -73,6 +81,21 @@ pub fn describe_failure(e: &kube::Error, namespace: &str) -> String {
         msg.push_str(&h);
     }
     msg
+}
+
+/// `e` and its sources, each once: kube's transport errors say what failed only there
+/// ("client error (Connect)" → "tcp connect error" → "Connection refused").
+fn error_chain(e: &kube::Error) -> String {
+    let mut parts: Vec<String> = vec![e.to_string()];
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
 }
 
 /// POSTs `manifest` to `namespace`'s Jobs, retrying as configured. No attempt starts at

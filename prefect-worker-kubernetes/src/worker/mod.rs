@@ -183,6 +183,8 @@ impl Worker for KubernetesWorker {
         mut ctx: RunContext,
     ) -> Result<WorkerResult, RunError> {
         ctx.check_claim()?;
+        crate::configuration::check_field_types(&Value::Object(configuration.job_manifest.clone()))
+            .map_err(|m| RunError::new("ValidationError", m))?;
         let client = self
             .client_for(&configuration)
             .await

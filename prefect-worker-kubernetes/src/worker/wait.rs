@@ -8,7 +8,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, PropagationPolicy};
-use prefect_worker_core::client::models::{FlowRun, SetStateStatus, StateCreate, StateType};
+use prefect_worker_core::client::models::{FlowRun, StateCreate, StateType};
 use prefect_worker_core::runner::{Level, RunContext};
 use prefect_worker_core::worker::WorkerResult;
 use tokio::sync::watch;
@@ -44,8 +44,9 @@ impl KubernetesWorker {
         let identifier = format!("{}:{}", job.key.namespace, job.name);
         let mut subscription = self.tracker.subscribe(&job.key, job.client, &job.name);
         let mut state = RunWatch::new(job.limits, Instant::now());
-        // The InfrastructurePending state this wait put on the run, if the server took it.
-        let mut infra_pending: Option<uuid::Uuid> = None;
+        // Whether this wait proposed InfrastructurePending (whatever the answer: one lost in
+        // transit may still have been applied).
+        let mut infra_pending = false;
         let (pod_tx, pod_rx) = watch::channel(None::<String>);
         let streamer = job.stream_output.then(|| {
             tokio::spawn(stream_output(
@@ -105,8 +106,8 @@ impl KubernetesWorker {
             }
         };
         drop(pod_tx);
-        if let Some(ours) = infra_pending {
-            restore_final_state(flow_run, ctx, ours).await;
+        if infra_pending {
+            restore_final_state(flow_run, ctx).await;
         }
         if let Some(s) = streamer {
             // Let the stream drain the last lines the container wrote.
@@ -127,7 +128,7 @@ impl KubernetesWorker {
         ctx: &RunContext,
         state: &mut RunWatch,
         actions: Vec<Action>,
-        infra_pending: &mut Option<uuid::Uuid>,
+        infra_pending: &mut bool,
     ) -> Option<Outcome> {
         let mut queue: std::collections::VecDeque<Action> = actions.into();
         while let Some(action) = queue.pop_front() {
@@ -142,8 +143,8 @@ impl KubernetesWorker {
                         .log(level, d.message());
                 }
                 Action::ProposeInfrastructurePending => {
-                    if let Some(id) = self.propose_infrastructure_pending(flow_run, ctx).await {
-                        *infra_pending = Some(id);
+                    if self.propose_infrastructure_pending(flow_run, ctx).await {
+                        *infra_pending = true;
                     }
                 }
                 Action::Finish(mut o) => {
@@ -248,60 +249,56 @@ impl KubernetesWorker {
     }
 
     /// While the pod is Pending, show it in Prefect as `InfrastructurePending` (spec §6.1),
-    /// unless the run has moved on. Returns the id of the state when the server took it.
-    async fn propose_infrastructure_pending(
-        &self,
-        flow_run: &FlowRun,
-        ctx: &RunContext,
-    ) -> Option<uuid::Uuid> {
+    /// unless the run has moved on. Returns whether a proposal was sent. (No local timeout,
+    /// unlike Python's 5 s: a proposal abandoned by the client may still land on the server
+    /// later, after the engine's final state, where nothing would undo it. Waiting on it
+    /// only holds up this run's own wait.)
+    async fn propose_infrastructure_pending(&self, flow_run: &FlowRun, ctx: &RunContext) -> bool {
         let client = ctx.client();
         let current = match client.read_flow_run(flow_run.id).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!(error = %e, "cannot read flow run before proposing InfrastructurePending");
-                return None;
+                return false;
             }
         };
-        let s = current.state.as_ref()?;
+        let Some(s) = current.state.as_ref() else {
+            return false;
+        };
         if s.state_type != StateType::Pending || s.name.as_deref() == Some(INFRASTRUCTURE_PENDING) {
-            return None;
+            return false;
         }
-        let state = StateCreate::infrastructure_pending("Kubernetes pod is pending.");
-        let proposal = client.set_flow_run_state(flow_run.id, &state, false);
-        match tokio::time::timeout(Duration::from_secs(5), proposal).await {
-            Ok(Ok(r)) if r.status == SetStateStatus::Accept => r.state.and_then(|s| s.id),
-            Ok(Ok(_)) => None,
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "InfrastructurePending proposal failed");
-                None
-            }
-            Err(_) => {
-                tracing::debug!("InfrastructurePending proposal timed out");
-                None
-            }
+        let state = StateCreate::infrastructure_pending(INFRASTRUCTURE_PENDING_MESSAGE);
+        if let Err(e) = client.set_flow_run_state(flow_run.id, &state, false).await {
+            tracing::debug!(error = %e, "InfrastructurePending proposal failed");
         }
+        true
     }
 }
 
 const INFRASTRUCTURE_PENDING: &str = "InfrastructurePending";
+const INFRASTRUCTURE_PENDING_MESSAGE: &str = "Kubernetes pod is pending.";
 
 /// Undoes the one race of the InfrastructurePending proposal (Python's observer has it too):
 /// the run is read as Pending, the engine in the pod then runs to its final state, and the
 /// proposal lands after it — the server accepts PENDING after a final state (that is how
 /// reruns work), so the finished run would show Pending forever (or be crashed by the
-/// exit code of a flow that failed). Called when the Job has ended and this wait's
-/// InfrastructurePending was accepted: if that state is still the run's latest and a final
-/// state came right before it, that final state is restored.
-async fn restore_final_state(flow_run: &FlowRun, ctx: &RunContext, ours: uuid::Uuid) {
+/// exit code of a flow that failed). Called when the Job has ended and this wait proposed
+/// InfrastructurePending: if the run's latest state is an InfrastructurePending right
+/// after a final state, that final state is restored.
+async fn restore_final_state(flow_run: &FlowRun, ctx: &RunContext) {
     let client = ctx.client();
     let current = match client.read_flow_run(flow_run.id).await {
         Ok(r) => r,
         Err(e) => {
-            tracing::debug!(error = %e, "cannot check the run after its Job succeeded");
+            tracing::debug!(error = %e, "cannot check the run after its Job ended");
             return;
         }
     };
-    if current.state.as_ref().and_then(|s| s.id) != Some(ours) {
+    let Some(latest) = current.state.as_ref() else {
+        return;
+    };
+    if latest.name.as_deref() != Some(INFRASTRUCTURE_PENDING) || latest.id.is_none() {
         return; // the engine moved the run on after our proposal, as usual
     }
     let states = match client.read_flow_run_states(flow_run.id).await {
@@ -311,7 +308,7 @@ async fn restore_final_state(flow_run: &FlowRun, ctx: &RunContext, ours: uuid::U
             return;
         }
     };
-    let Some(pos) = states.iter().position(|s| s.id == Some(ours)) else {
+    let Some(pos) = states.iter().position(|s| s.id == latest.id) else {
         return;
     };
     let Some(before) = pos.checked_sub(1).and_then(|i| states.get(i)) else {

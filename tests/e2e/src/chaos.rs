@@ -192,19 +192,7 @@ impl Workload {
         let mut runs;
         loop {
             runs = self.read(api).await;
-            for (id, outcome) in &self.runs {
-                let state = runs.get(id).and_then(|r| r["state"]["type"].as_str());
-                if *outcome == Outcome::Cancel
-                    && state == Some("RUNNING")
-                    && !self.cancelled.contains(id)
-                    && api
-                        .set_flow_run_state(*id, "CANCELLING", None, false)
-                        .await
-                        .is_ok()
-                {
-                    self.cancelled.push(*id);
-                }
-            }
+            self.cancel_running(api, &runs).await;
             let finals = self
                 .runs
                 .iter()
@@ -280,6 +268,25 @@ impl Workload {
             }
         }
         Ok(verdict)
+    }
+}
+
+impl Workload {
+    /// Asks to cancel the Cancel runs that are running now (once each).
+    pub async fn cancel_running(&mut self, api: &PrefectApi, runs: &HashMap<Uuid, Value>) {
+        for (id, outcome) in &self.runs {
+            let state = runs.get(id).and_then(|r| r["state"]["type"].as_str());
+            if *outcome == Outcome::Cancel
+                && state == Some("RUNNING")
+                && !self.cancelled.contains(id)
+                && api
+                    .set_flow_run_state(*id, "CANCELLING", None, false)
+                    .await
+                    .is_ok()
+            {
+                self.cancelled.push(*id);
+            }
+        }
     }
 }
 
@@ -368,8 +375,8 @@ pub struct WorkerSpec {
 
 impl WorkerSpec {
     /// Fast intervals for tests: poll 1 s, heartbeat 2 s, cancellation poll 1 s, claim
-    /// timeout 10 s (abandoned claims recovered after 20 s; shorter ones are lost to a busy
-    /// machine: submissions slower than the timeout give their runs back).
+    /// timeout 20 s (abandoned claims recovered after 40 s; shorter ones are lost to a busy
+    /// machine: a submission step slower than the timeout gives its run back).
     #[must_use]
     pub fn new(api_url: &str, kubeconfig: &Path, pool: &str, name: &str, log_dir: &Path) -> Self {
         Self {
@@ -443,7 +450,7 @@ impl WorkerProcess {
         .env("PREFECT_WORKER_QUERY_SECONDS", "1")
         .env("PREFECT_WORKER_HEARTBEAT_SECONDS", "2")
         .env("PREFECT_WORKER_CANCELLATION_POLL_SECONDS", "1")
-        .env("PREFECT_WORKER_CLAIM_TIMEOUT_SECONDS", "10")
+        .env("PREFECT_WORKER_CLAIM_TIMEOUT_SECONDS", "20")
         .env("PREFECT_LOGGING_TO_API_BATCH_INTERVAL", "0.5")
         .env("PREFECT_WORKER_WEBSERVER_HOST", "127.0.0.1")
         .env("PREFECT_WORKER_WEBSERVER_PORT", health_port.to_string())
@@ -485,6 +492,28 @@ impl WorkerProcess {
         self.child = Self::start_child(&self.spec, self.health_port)?;
         self.restarts += 1;
         Ok(())
+    }
+
+    /// The process id (for `/proc` readings).
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory (KiB), open file descriptors and threads, from `/proc`.
+    #[must_use]
+    pub fn resources(&self) -> Option<(u64, usize, u64)> {
+        let pid = self.pid();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count();
+        Some((field("VmRSS:")?, fds, field("Threads:")?))
     }
 
     /// Whether the process is still running (it never exits on its own).

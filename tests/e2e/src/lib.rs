@@ -6,6 +6,7 @@
 
 pub mod chaos;
 pub mod k8s;
+pub mod malformed;
 pub mod proxy;
 pub mod recording;
 

@@ -184,6 +184,29 @@ fn pod_spec_errors(base: &str, spec: Option<&PodSpec>, job: bool) -> Vec<FieldEr
                 out.push(FieldError::required(&format!("{f}.env[{j}].name"), ""));
             }
         }
+        if let Some(p) = c.image_pull_policy.as_deref() {
+            const POLICIES: &[&str] = &["Always", "IfNotPresent", "Never"];
+            if !POLICIES.contains(&p) {
+                out.push(FieldError::unsupported(
+                    &format!("{f}.imagePullPolicy"),
+                    p,
+                    POLICIES,
+                ));
+            }
+        }
+        if let Some(r) = &c.resources {
+            for (kind, map) in [("limits", &r.limits), ("requests", &r.requests)] {
+                for (name, q) in map.iter().flatten() {
+                    if !is_quantity(&q.0) {
+                        out.push(FieldError::invalid(
+                            &format!("{f}.resources.{kind}[{name}]"),
+                            &q.0,
+                            "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'",
+                        ));
+                    }
+                }
+            }
+        }
     }
     let rp = spec.restart_policy.as_deref().unwrap_or("Always");
     let allowed: &[&str] = if job {
@@ -199,6 +222,29 @@ fn pod_spec_errors(base: &str, spec: Option<&PodSpec>, job: bool) -> Vec<FieldEr
         ));
     }
     out
+}
+
+/// Kubernetes' resource quantity syntax: a number, then an optional suffix (`m`, `Ki`,
+/// `M`, `e3`, ...).
+fn is_quantity(q: &str) -> bool {
+    let q = q.strip_prefix(['+', '-']).unwrap_or(q);
+    let digits = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(q.len());
+    let (number, suffix) = q.split_at(digits);
+    if number.is_empty() || number == "." || number.matches('.').count() > 1 {
+        return false;
+    }
+    const SUFFIXES: &[&str] = &[
+        "", "m", "k", "M", "G", "T", "P", "E", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei",
+    ];
+    SUFFIXES.contains(&suffix)
+        || suffix.strip_prefix(['e', 'E']).is_some_and(|e| {
+            e.strip_prefix(['+', '-'])
+                .unwrap_or(e)
+                .parse::<u32>()
+                .is_ok()
+        })
 }
 
 fn job_errors(job: &Job) -> Vec<FieldError> {
@@ -349,5 +395,15 @@ mod tests {
         assert!(is_qualified_part("A_b.c"));
         assert!(!key_errors("f", "example.com/ok").iter().any(|_| true));
         assert!(!key_errors("f", "bad key").is_empty());
+    }
+
+    #[test]
+    fn quantities() {
+        for ok in ["1", "500m", "0.5", "128Mi", "2Gi", "1e3", "+1", ".5"] {
+            assert!(is_quantity(ok), "{ok}");
+        }
+        for bad in ["lots", "", "1.2.3", "5 Mi", "1x", "m"] {
+            assert!(!is_quantity(bad), "{bad}");
+        }
     }
 }
