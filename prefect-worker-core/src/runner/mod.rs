@@ -20,6 +20,7 @@ mod claim;
 mod context;
 mod engine;
 pub mod exit_codes;
+pub mod final_state;
 pub mod flow_run_logs;
 pub mod health;
 mod options;

@@ -30,10 +30,10 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::RunContext;
 use super::claim::rescheduled;
 use super::engine::{Inner, Tracked};
 use super::propose::{force_cancelled, propose, propose_crashed};
+use super::{RunContext, final_state};
 use crate::client::ClientError;
 use crate::client::models::{FlowRun, SetStateStatus, StateType};
 use crate::worker::{FoundInfrastructure, KillError, Worker};
@@ -271,9 +271,56 @@ impl<W: Worker> Inner<W> {
                 () = me.stop_runs.cancelled() => None,
             };
             if let Some(r) = result {
+                if matches!(&r, Ok(w) if w.status_code == 0) {
+                    me.settle_exit_zero(&run, &pid, &logger).await;
+                }
                 me.finish(&run, &logger, r).await;
             }
         });
+    }
+
+    /// An adopted run whose infrastructure exited 0: its engine should have reported a final
+    /// state. If one was recorded since the claim but a later proposal hid it, it is
+    /// restored; if none was, the run is crashed (left alone it would stay Pending or Running
+    /// forever, and be adopted again on every pass if its pid is not recorded).
+    async fn settle_exit_zero(
+        &self,
+        run: &FlowRun,
+        pid: &str,
+        logger: &crate::runner::FlowRunLogger,
+    ) {
+        match final_state::restore_final_state(&self.client, run).await {
+            Ok(Some(done)) => {
+                logger.warning(format!(
+                    "Flow run '{}' had finished ({}) but did not show it; restored",
+                    run.name,
+                    done.display_name()
+                ));
+                return;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::debug!(flow_run_id = %run.id, error = %e, "cannot check an adopted run's end");
+                return;
+            }
+        }
+        match self.client.read_flow_run(run.id).await {
+            Ok(current)
+                if current
+                    .state_type()
+                    .is_some_and(|t| matches!(t, StateType::Pending | StateType::Running)) =>
+            {
+                let state = current
+                    .state
+                    .as_ref()
+                    .map_or_else(String::new, crate::client::models::State::display_name);
+                let message = format!(
+                    "Flow run infrastructure '{pid}' exited with status code 0, but the flow run is still {state}: its engine did not report a final state. Check the container's command and logs."
+                );
+                propose_crashed(&self.client, run, &message, logger).await;
+            }
+            _ => {}
+        }
     }
 
     /// Retries the `infrastructure_pid` PATCH of tracked runs where it failed.

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, PropagationPolicy};
 use prefect_worker_core::client::models::{FlowRun, StateCreate, StateType};
-use prefect_worker_core::runner::{Level, RunContext};
+use prefect_worker_core::runner::{Level, RunContext, final_state};
 use prefect_worker_core::worker::WorkerResult;
 use tokio::sync::watch;
 
@@ -284,55 +284,17 @@ const INFRASTRUCTURE_PENDING_MESSAGE: &str = "Kubernetes pod is pending.";
 /// proposal lands after it — the server accepts PENDING after a final state (that is how
 /// reruns work), so the finished run would show Pending forever (or be crashed by the
 /// exit code of a flow that failed). Called when the Job has ended and this wait proposed
-/// InfrastructurePending: if the run's latest state is an InfrastructurePending right
-/// after a final state, that final state is restored.
+/// InfrastructurePending: a final state recorded since the run's latest claim is restored
+/// (`prefect_worker_core::runner::final_state`).
 async fn restore_final_state(flow_run: &FlowRun, ctx: &RunContext) {
-    let client = ctx.client();
-    let current = match client.read_flow_run(flow_run.id).await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::debug!(error = %e, "cannot check the run after its Job ended");
-            return;
-        }
-    };
-    let Some(latest) = current.state.as_ref() else {
-        return;
-    };
-    if latest.name.as_deref() != Some(INFRASTRUCTURE_PENDING) || latest.id.is_none() {
-        return; // the engine moved the run on after our proposal, as usual
-    }
-    let states = match client.read_flow_run_states(flow_run.id).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::debug!(error = %e, "cannot read the run's states");
-            return;
-        }
-    };
-    let Some(pos) = states.iter().position(|s| s.id == latest.id) else {
-        return;
-    };
-    let Some(before) = pos.checked_sub(1).and_then(|i| states.get(i)) else {
-        return;
-    };
-    if !before.state_type.is_final() {
-        return;
-    }
-    let mut restore = StateCreate::new(before.state_type.clone(), before.display_name());
-    restore.message = before.message.clone();
-    restore.state_details = before.state_details.clone();
-    restore.state_details.remove("transition_id");
-    restore.data = before.extra.get("data").cloned().filter(|d| !d.is_null());
-    match client.set_flow_run_state(flow_run.id, &restore, true).await {
-        Ok(_) => ctx.logger().warning(format!(
+    match final_state::restore_final_state(ctx.client(), flow_run).await {
+        Ok(Some(done)) => ctx.logger().warning(format!(
             "Flow run '{}' finished while this worker marked it InfrastructurePending; its final state {} was restored",
             flow_run.name,
-            before.display_name()
+            done.display_name()
         )),
-        Err(e) => ctx.logger().error(format!(
-            "Flow run '{}' finished ({}) but shows InfrastructurePending, and restoring its final state failed: {e}",
-            flow_run.name,
-            before.display_name()
-        )),
+        Ok(None) => {}
+        Err(e) => tracing::debug!(error = %e, "cannot check the run's final state after its Job ended"),
     }
 }
 
