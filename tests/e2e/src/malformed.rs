@@ -303,8 +303,8 @@ pub fn cases(cluster_url: &str) -> Vec<Case> {
         jv(
             "nulls",
             json!({"image": null, "namespace": null, "env": null, "labels": null}),
-            OK,
-            &[],
+            C,
+            &["env", "got null"],
         ),
         jv(
             "deeply-nested-value",
