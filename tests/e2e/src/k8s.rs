@@ -61,6 +61,19 @@ impl InProcessWorker {
         settings: KubernetesSettings,
         extra_env: &[(&str, &str)],
     ) -> Result<Self> {
+        Self::start_with(api_url, sim, pool, settings, extra_env, |_| {}).await
+    }
+
+    /// Like [`InProcessWorker::start_with_env`], with the runner options adjusted by
+    /// `configure` (e.g. a `--limit`).
+    pub async fn start_with(
+        api_url: &str,
+        sim: &kubesim::SimHandle,
+        pool: &str,
+        settings: KubernetesSettings,
+        extra_env: &[(&str, &str)],
+        configure: impl FnOnce(&mut RunnerOptions),
+    ) -> Result<Self> {
         let name = format!("k8s-{}", &Uuid::new_v4().simple().to_string()[..8]);
         let clients = ClientCache::with_default_config(kube_config(sim).await?);
         let worker = KubernetesWorker::new(
@@ -78,6 +91,7 @@ impl InProcessWorker {
             .with_intervals(crate::QUERY, crate::HEARTBEAT, crate::CANCEL_POLL)
             .with_environment(env);
         o.log_batch_interval = std::time::Duration::from_millis(200);
+        configure(&mut o);
         let runner = Runner::new(worker, PrefectClient::new(ClientOptions::new(api_url))?, o);
         let stop = CancellationToken::new();
         let task = tokio::spawn(runner.run(stop.clone()));
@@ -85,7 +99,7 @@ impl InProcessWorker {
         let api = prefect_test_harness::PrefectApi::new(api_url);
         crate::until(
             "the worker to create its pool",
-            std::time::Duration::from_secs(60),
+            std::time::Duration::from_secs(180),
             || async {
                 Ok(api
                     .read_work_pool(pool)

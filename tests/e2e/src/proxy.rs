@@ -1,6 +1,7 @@
 //! A forwarding proxy in front of the real Prefect server that can answer chosen requests
 //! itself: how tests reach races the real server only shows by chance (a deployment
-//! deleted between the poll and the submission).
+//! deleted between the poll and the submission). It also counts the requests it sees, so
+//! a test can wait for "three more polls" instead of sleeping for three poll intervals.
 
 use std::sync::{Arc, Mutex};
 
@@ -23,6 +24,7 @@ pub struct Fault {
 struct Shared {
     upstream: String,
     faults: Arc<Mutex<Vec<Fault>>>,
+    seen: Arc<Mutex<Vec<(Method, String)>>>,
     http: reqwest::Client,
 }
 
@@ -31,15 +33,19 @@ struct Shared {
 pub struct FaultProxy {
     pub api_url: String,
     faults: Arc<Mutex<Vec<Fault>>>,
+    /// Every request answered so far (method, path after the API prefix), in order.
+    seen: Arc<Mutex<Vec<(Method, String)>>>,
 }
 
 impl FaultProxy {
     /// Starts a proxy on 127.0.0.1:0 forwarding to `upstream_api_url` (`http://host:port/api`).
     pub async fn start(upstream_api_url: &str) -> anyhow::Result<Self> {
         let faults = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::new(Mutex::new(Vec::new()));
         let shared = Shared {
             upstream: upstream_api_url.trim_end_matches('/').to_owned(),
             faults: faults.clone(),
+            seen: seen.clone(),
             http: reqwest::Client::new(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -51,7 +57,25 @@ impl FaultProxy {
         Ok(Self {
             api_url: format!("http://{addr}/api"),
             faults,
+            seen,
         })
+    }
+
+    /// How many `method` requests whose path ends with `path_suffix` were answered so far.
+    #[must_use]
+    pub fn count(&self, method: &Method, path_suffix: &str) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, p)| m == method && p.ends_with(path_suffix))
+            .count()
+    }
+
+    /// How many polls (`POST …/get_scheduled_flow_runs`) were answered so far.
+    #[must_use]
+    pub fn polls(&self) -> usize {
+        self.count(&Method::POST, "/get_scheduled_flow_runs")
     }
 
     /// Answers matching requests with `fault` from now on.
@@ -63,6 +87,13 @@ impl FaultProxy {
 async fn forward(State(s): State<Shared>, req: Request) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().trim_start_matches("/api").to_owned();
+    let response = answer(&s, req, method.clone(), &path).await;
+    s.seen.lock().unwrap().push((method, path));
+    response
+}
+
+/// The injected fault for this request, or the upstream server's answer.
+async fn answer(s: &Shared, req: Request, method: Method, path: &str) -> Response {
     let query = req
         .uri()
         .query()
@@ -92,7 +123,9 @@ async fn forward(State(s): State<Shared>, req: Request) -> Response {
         .request(method, format!("{}{path}{query}", s.upstream))
         .body(body);
     for (k, v) in &headers {
-        if k != "host" && k != "content-length" {
+        // The proxy's own client negotiates compression and hands back decoded bytes, so
+        // the caller's Accept-Encoding must not reach the server.
+        if k != "host" && k != "content-length" && k != "accept-encoding" {
             upstream = upstream.header(k, v);
         }
     }
