@@ -176,7 +176,10 @@ async fn a_run_inside_the_prefetch_window_is_submitted_early() -> Result<()> {
         !rec.record.lock().unwrap().runs.contains(&beyond),
         "a run scheduled beyond the prefetch window was submitted"
     );
-    assert_eq!(state_type(&api.read_flow_run(beyond).await?), Some("SCHEDULED"));
+    assert_eq!(
+        state_type(&api.read_flow_run(beyond).await?),
+        Some("SCHEDULED")
+    );
     rec.release(id);
     r.stop().await
 }
@@ -569,17 +572,22 @@ async fn an_api_outage_of_20s_is_ridden_out_and_runs_complete() -> Result<()> {
     api.wait_for_flow_run(during, |run| run["infrastructure_pid"].is_string(), T)
         .await?;
     let outage = tokio::spawn(own.stop_for_async(Duration::from_secs(20)));
-    until("the API to be down", T, || async { Ok(!api.healthy().await) }).await?;
+    until("the API to be down", T, || async {
+        Ok(!api.healthy().await)
+    })
+    .await?;
     // The infrastructure ends during the outage (its engine retries until the API is back).
     rec.release(during);
     outage.await??;
     assert!(!r.task.is_finished(), "the worker survived the outage");
-    api.wait_for_flow_run_state(during, &["COMPLETED"], T).await?;
+    api.wait_for_flow_run_state(during, &["COMPLETED"], T)
+        .await?;
     // And it keeps serving new runs.
     let after = scheduled_run(&api, &s, Utc::now()).await?;
     rec.wait_until(T, "the run after the outage", |r| r.runs.contains(&after))
         .await?;
     rec.release(after);
-    api.wait_for_flow_run_state(after, &["COMPLETED"], T).await?;
+    api.wait_for_flow_run_state(after, &["COMPLETED"], T)
+        .await?;
     r.stop().await
 }

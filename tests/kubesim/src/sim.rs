@@ -352,6 +352,11 @@ impl SimHandle {
         self.cluster.running_processes.load(Ordering::SeqCst)
     }
 
+    /// API requests held by [`SimHandle::pause`] right now.
+    pub fn held_requests(&self) -> usize {
+        self.cluster.held_requests.load(Ordering::SeqCst)
+    }
+
     // ---- direct store access -----------------------------------------
 
     /// Get an object (`namespace` is ignored for cluster-scoped kinds).
