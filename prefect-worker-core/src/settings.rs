@@ -12,7 +12,10 @@ use std::time::Duration;
 
 use indexmap::IndexMap;
 
-use crate::job_config::Environment;
+/// The worker process's view of its environment (env vars over the active profile), in the
+/// order they should be considered. Only `PREFECT_*` core settings from it reach jobs
+/// (see `settings_env_order.tsv`), and `{{ $NAME }}` placeholders read it.
+pub type Environment = IndexMap<String, String>;
 
 /// A setting could not be read.
 #[derive(Debug, thiserror::Error)]

@@ -3,15 +3,16 @@
 //! - [`options`]: what to connect to and how ([`ClientOptions`], from `PREFECT_*` settings);
 //! - [`error`]: the typed errors ([`ClientError`]);
 //! - `headers`, `csrf`, `retry`, `transport`: the wire conventions every request follows;
-//! - `bodies`, `endpoints`: the calls the worker makes;
-//! - `lookups`: the client as templating's source of variables and blocks.
+//! - `bodies`, `endpoints`: the calls the worker makes.
+//!
+//! The client is the lowest layer: it names no other module of this crate. (It serves
+//! templating's lookups through an impl in `job_config::lookups`.)
 
 mod bodies;
 mod csrf;
 mod endpoints;
 pub mod error;
 mod headers;
-mod lookups;
 pub mod maintenance;
 pub mod models;
 pub mod options;

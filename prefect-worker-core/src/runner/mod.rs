@@ -14,7 +14,6 @@
 //! create, stops it (there is nothing useful a worker can do then).
 
 mod cancel;
-mod context;
 mod engine;
 pub mod exit_codes;
 pub mod flow_run_logs;
@@ -25,8 +24,9 @@ mod propose;
 mod submit;
 mod sync;
 
-pub use context::RunContext;
+/// The contract types, re-exported where they used to live (`runner::RunContext` etc.).
+pub use crate::worker::{FlowRunLogger, Level, RunContext};
 pub use engine::{Runner, RunnerError};
-pub use flow_run_logs::{FlowRunLogger, Level, LogShipper};
+pub use flow_run_logs::LogShipper;
 pub use health::HealthState;
 pub use options::RunnerOptions;

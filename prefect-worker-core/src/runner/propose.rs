@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use crate::client::models::{FlowRun, OrchestrationResult, SetStateStatus, StateCreate, StateType};
 use crate::client::{ClientError, PrefectClient};
-use crate::runner::flow_run_logs::FlowRunLogger;
+use crate::worker::FlowRunLogger;
 
 /// Longest WAIT the worker honours in one step; the server asks again if it still wants to wait.
 const MAX_WAIT: Duration = Duration::from_secs(300);

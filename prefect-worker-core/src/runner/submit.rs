@@ -7,13 +7,12 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::engine::Inner;
+use super::exit_codes;
 use super::propose::{PendingOutcome, force_cancelled, propose, propose_crashed, propose_pending};
-use super::{RunContext, exit_codes};
 use crate::client::ClientError;
 use crate::client::models::{Deployment, FlowRun, StateCreate, StateType};
 use crate::job_config::{ConfigurationError, PrepareContext, resolve_for_flow_run};
-use crate::runner::flow_run_logs::FlowRunLogger;
-use crate::worker::{RunError, Worker, WorkerResult};
+use crate::worker::{FlowRunLogger, RunContext, RunError, Worker, WorkerResult};
 
 /// Why a configuration could not be built: a crash message's `<Type>: <message>`.
 #[derive(Debug)]

@@ -5,11 +5,10 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::RunContext;
 use super::engine::{Inner, Tracked};
 use crate::client::ClientError;
 use crate::client::models::WorkPoolCreate;
-use crate::worker::Worker;
+use crate::worker::{RunContext, Worker};
 
 impl<W: Worker> Inner<W> {
     /// One sync: read (or create) the pool, give an empty pool the default template, cache

@@ -1,4 +1,12 @@
-//! The contract between the generic runner and one kind of infrastructure.
+//! The contract between the generic runner and one kind of infrastructure: the
+//! [`Worker`] trait and everything its methods take and return ([`RunContext`] with its
+//! [`FlowRunLogger`], [`WorkerResult`], [`RunError`], [`KillError`]).
+//!
+//! It sits below the runner: it names the client and the job configuration, never the
+//! runner that drives it, so a worker for another platform depends on this module alone.
+
+mod context;
+mod logger;
 
 use std::time::Duration;
 
@@ -7,7 +15,9 @@ use serde_json::Value;
 
 use crate::client::models::FlowRun;
 use crate::job_config::JobConfiguration;
-use crate::runner::RunContext;
+
+pub use context::RunContext;
+pub use logger::{FlowRunLogger, Level};
 
 /// What a finished [`Worker::run`] reports (Python's `BaseWorkerResult`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,8 +2,8 @@
 
 use tokio::sync::oneshot;
 
+use super::FlowRunLogger;
 use crate::client::PrefectClient;
-use crate::runner::flow_run_logs::FlowRunLogger;
 
 /// The runner's side of one `run` call: report the infrastructure as started, log to the
 /// flow run, and talk to the API (e.g. to propose `InfrastructurePending`).
