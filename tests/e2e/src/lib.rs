@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod k8s;
+pub mod process;
 pub mod proxy;
 pub mod recording;
 

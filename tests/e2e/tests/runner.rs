@@ -591,3 +591,128 @@ async fn an_api_outage_of_20s_is_ridden_out_and_runs_complete() -> Result<()> {
         .await?;
     r.stop().await
 }
+
+/// The pid part of a process worker's `infrastructure_pid` (`<host>:<pid>`).
+fn process_pid(run: &serde_json::Value) -> Result<u32> {
+    let pid = run["infrastructure_pid"].as_str().unwrap_or_default();
+    pid.rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .with_context(|| format!("infrastructure_pid {pid:?} is not <host>:<pid>"))
+}
+
+/// The second `Worker`, `prefect-worker-core/examples/process_worker.rs`, run as a program
+/// the way a newcomer runs it: a real flow to Completed, a cancelled run's process killed,
+/// and the process still running at shutdown stopped by `teardown`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_process_worker_example_runs_cancels_and_tears_down_real_flows() -> Result<()> {
+    use e2e::k8s::{flow_deployment, pool_name};
+    use e2e::process::{process_alive, spawn_process_worker};
+
+    let api = server().api();
+    let dir = tempfile::tempdir()?;
+    let pool = pool_name("process");
+    let log = dir.path().join("worker.log");
+    let mut worker = spawn_process_worker(
+        server().api_url(),
+        &pool,
+        "process-example-worker",
+        &log,
+        dir.path(),
+    )?;
+    let worker_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    until("the example to create its pool", T, || async {
+        Ok(api
+            .read_work_pool(&pool)
+            .await
+            .is_ok_and(|p| p["type"] == "process-example"))
+    })
+    .await?;
+    // One real flow (Python's start-up is the expensive part on a busy machine); the runs
+    // that are stopped run a plain long `sleep`, which is all a kill needs.
+    let hello = flow_deployment(&api, &pool, "hello.py:hello", json!({})).await?;
+    let sleeper = flow_deployment(
+        &api,
+        &pool,
+        "hello.py:hello",
+        json!({"command": "sleep 600"}),
+    )
+    .await?;
+    let completed = scheduled_run_of(&api, hello).await?;
+    let cancelled = scheduled_run_of(&api, sleeper).await?;
+    let at_shutdown = scheduled_run_of(&api, sleeper).await?;
+
+    let run = api
+        .wait_for_flow_run_state(completed, &["COMPLETED", "FAILED", "CRASHED"], T)
+        .await?;
+    assert_eq!(run["state"]["type"], "COMPLETED", "{run}\n{}", worker_log());
+    until("the flow's own log line", T, || async {
+        Ok(api
+            .read_flow_run_log_messages(completed)
+            .await?
+            .iter()
+            .any(|m| m.contains("Hello, world!")))
+    })
+    .await?;
+
+    // Cancelling: kill_infrastructure stops the process, the runner sets Cancelled.
+    let run = api
+        .wait_for_flow_run(cancelled, |r| r["infrastructure_pid"].is_string(), T)
+        .await?;
+    let pid = process_pid(&run)?;
+    assert!(process_alive(pid));
+    api.set_flow_run_state(cancelled, "RUNNING", None, true)
+        .await?;
+    api.set_flow_run_state(cancelled, "CANCELLING", None, true)
+        .await?;
+    let run = api
+        .wait_for_flow_run_state(cancelled, &["CANCELLED"], T)
+        .await?;
+    assert!(
+        run["state"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("cancelled by the worker"),
+        "{run}"
+    );
+    until("the cancelled run's process to end", T, || async {
+        Ok(!process_alive(pid))
+    })
+    .await?;
+
+    // Shutdown: teardown stops the process the runner stopped waiting on.
+    let run = api
+        .wait_for_flow_run(at_shutdown, |r| r["infrastructure_pid"].is_string(), T)
+        .await?;
+    let pid = process_pid(&run)?;
+    assert!(process_alive(pid));
+    worker.terminate()?;
+    let mut status = None;
+    until("the example to exit", T, || {
+        let exited = worker.try_wait().map(|s| {
+            status = s;
+            s.is_some()
+        });
+        async move { exited }
+    })
+    .await?;
+    let status = status.context("exit status")?;
+    assert!(status.success(), "{status}\n{}", worker_log());
+    assert!(
+        !process_alive(pid),
+        "teardown stopped the process left at shutdown\n{}",
+        worker_log()
+    );
+    Ok(())
+}
+
+/// A run of `deployment` scheduled now.
+async fn scheduled_run_of(api: &PrefectApi, deployment: Uuid) -> Result<Uuid> {
+    let spec = FlowRunSpec {
+        scheduled_time: Some(Utc::now()),
+        ..FlowRunSpec::default()
+    };
+    prefect_test_harness::id_of(
+        &api.create_flow_run_from_deployment(deployment, &spec)
+            .await?,
+    )
+}
