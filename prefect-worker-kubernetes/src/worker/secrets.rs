@@ -10,6 +10,7 @@ use kube::{Client, ResourceExt};
 use serde_json::{Map, Value, json};
 
 use super::settings::KubernetesSettings;
+use crate::configuration::main_container_mut;
 
 /// Secret handling failed; the run is crashed with this message.
 #[derive(Debug, thiserror::Error)]
@@ -34,22 +35,12 @@ pub enum SecretError {
     },
 }
 
-/// The first container's env list in a Job manifest, if it has one.
+/// The flow-run container's env list in a Job manifest, if it has one.
 pub fn container_env(manifest: &mut Map<String, Value>) -> Option<&mut Vec<Value>> {
-    first_container(manifest)?.get_mut("env")?.as_array_mut()
+    main_container_mut(manifest)?.get_mut("env")?.as_array_mut()
 }
 
-fn first_container(manifest: &mut Map<String, Value>) -> Option<&mut Map<String, Value>> {
-    manifest
-        .get_mut("spec")?
-        .get_mut("template")?
-        .get_mut("spec")?
-        .get_mut("containers")?
-        .get_mut(0)?
-        .as_object_mut()
-}
-
-/// The plain value of env var `name` in the first container, if any.
+/// The plain value of env var `name` in the flow-run container, if any.
 pub fn env_value(manifest: &mut Map<String, Value>, name: &str) -> Option<String> {
     container_env(manifest)?
         .iter()
@@ -240,7 +231,7 @@ async fn store_env_as_secret(
             namespace: namespace.to_owned(),
             source,
         })?;
-    if let Some(c) = first_container(manifest) {
+    if let Some(c) = main_container_mut(manifest) {
         c.insert("env".into(), Value::Array(keep));
         let mut env_from = c
             .get("envFrom")
