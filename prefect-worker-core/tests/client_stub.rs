@@ -466,6 +466,49 @@ async fn connect_error_is_retried_after_a_first_success() {
     );
 }
 
+// ---------------------------------------------------------------- compression
+
+#[tokio::test]
+async fn responses_are_asked_for_compressed_as_httpx_does_and_decoded() {
+    for encoding in ["gzip", "deflate"] {
+        let stub = Stub::start().await;
+        stub.compress(encoding);
+        let id = Uuid::new_v4();
+        // Long enough that a compressing server would compress it.
+        let mut run = flow_run(id);
+        run["tags"] = json!(vec!["a-tag-that-repeats"; 200]);
+        stub.on(
+            "GET",
+            &format!("/api/flow_runs/{id}"),
+            vec![Reply::json(200, run)],
+        );
+        stub.on(
+            "GET",
+            "/api/work_pools/missing",
+            vec![Reply::json(404, json!({"detail": "Work pool not found."}))],
+        );
+        let c = stub.client();
+        let read = c.read_flow_run(id).await.unwrap();
+        assert_eq!(read.id, id, "{encoding}");
+        assert_eq!(read.name, "scrupulous-muskrat");
+        // Error bodies are decoded too: the detail reaches the error.
+        let err = c.read_work_pool("missing").await.unwrap_err();
+        assert!(err.is_not_found(), "{encoding}: {err:?}");
+        assert!(
+            err.to_string().contains("Work pool not found."),
+            "{encoding}: {err}"
+        );
+        for r in stub.requests() {
+            assert_eq!(
+                r.header("accept-encoding"),
+                Some("gzip, deflate"),
+                "{}",
+                r.path
+            );
+        }
+    }
+}
+
 // ---------------------------------------------------------------- error mapping
 
 #[tokio::test]

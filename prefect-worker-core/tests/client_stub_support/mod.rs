@@ -1,7 +1,8 @@
 //! A scripted HTTP stub of the Prefect API for client tests: it records every request and
 //! answers each `METHOD path` from a queue of replies (the last reply repeats). Unscripted
 //! routes get FastAPI's 404; `GET /api/csrf-token` defaults to the 422 of a server without
-//! CSRF protection, as a default Prefect server answers.
+//! CSRF protection, as a default Prefect server answers. [`Stub::compress`] makes it
+//! compress its replies, as a server behind a compressing proxy or middleware does.
 
 // Each test binary uses a different subset of the helpers; panicking on a broken stub is
 // the right failure in test code; helpers take values by value to keep test call sites short.
@@ -83,6 +84,27 @@ impl Reply {
 struct Inner {
     script: HashMap<String, Vec<Reply>>,
     recorded: Vec<Recorded>,
+    /// Compress replies with this encoding (`gzip` or `deflate`) when the request accepts it.
+    compress: Option<&'static str>,
+}
+
+/// `body` compressed with `encoding` (`deflate` is zlib, as HTTP defines it).
+fn compressed(encoding: &str, body: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let level = flate2::Compression::default();
+    match encoding {
+        "gzip" => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), level);
+            e.write_all(body).unwrap();
+            e.finish().unwrap()
+        }
+        "deflate" => {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), level);
+            e.write_all(body).unwrap();
+            e.finish().unwrap()
+        }
+        other => panic!("the stub cannot compress with {other}"),
+    }
 }
 
 /// The running stub.
@@ -138,6 +160,12 @@ impl Stub {
         PrefectClient::new(self.options()).unwrap()
     }
 
+    /// From now on, compresses every reply with `encoding` (`"gzip"` or `"deflate"`) when
+    /// the request's `Accept-Encoding` lists it, and says so in `Content-Encoding`.
+    pub fn compress(&self, encoding: &'static str) {
+        self.inner.lock().unwrap().compress = Some(encoding);
+    }
+
     /// Scripts `METHOD /api/path`: replies in order, the last one repeating.
     pub fn on(&self, method: &str, path: &str, replies: Vec<Reply>) {
         self.inner
@@ -170,8 +198,16 @@ async fn handle(
 ) -> Response {
     let path = uri.path().to_owned();
     let key = format!("{method} {path}");
-    let reply = {
+    let accepted = headers
+        .get("accept-encoding")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .split(',')
+        .map(|e| e.trim().to_owned())
+        .collect::<Vec<_>>();
+    let (reply, compress) = {
         let mut st = inner.lock().unwrap();
+        let compress = st.compress.filter(|e| accepted.iter().any(|a| a == e));
         st.recorded.push(Recorded {
             method: method.to_string(),
             path: path.clone(),
@@ -179,11 +215,12 @@ async fn handle(
             headers,
             body,
         });
-        match st.script.get_mut(&key) {
+        let reply = match st.script.get_mut(&key) {
             Some(q) if q.len() > 1 => Some(q.remove(0)),
             Some(q) => q.first().cloned(),
             None => None,
-        }
+        };
+        (reply, compress)
     };
     let reply = reply.unwrap_or_else(|| {
         if key == "GET /api/csrf-token" {
@@ -195,7 +232,17 @@ async fn handle(
             Reply::json(404, serde_json::json!({"detail": "Not Found"}))
         }
     });
-    let mut resp = (StatusCode::from_u16(reply.status).unwrap(), reply.body).into_response();
+    let body = match compress {
+        Some(encoding) if !reply.body.is_empty() => compressed(encoding, reply.body.as_bytes()),
+        _ => reply.body.into_bytes(),
+    };
+    let mut resp = (StatusCode::from_u16(reply.status).unwrap(), body).into_response();
+    if let Some(encoding) = compress {
+        resp.headers_mut().insert(
+            "content-encoding",
+            axum::http::HeaderValue::from_static(encoding),
+        );
+    }
     for (k, v) in reply.headers {
         resp.headers_mut().insert(
             axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
