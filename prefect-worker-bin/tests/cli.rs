@@ -166,3 +166,19 @@ fn bad_settings_name_the_setting_and_never_print_secrets() {
         .env("PREFECT_API_URL", "http://127.0.0.1:9/api"));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot contain '/' or '%'"));
 }
+
+#[test]
+fn version_names_the_prefect_and_prefect_kubernetes_versions_it_stands_in_for() {
+    for flag in ["--version", "-V"] {
+        let out = run(bin().arg(flag));
+        assert!(out.status.success(), "{flag}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!(
+                "prefect-worker {} (compatible with prefect 3.9.1 and prefect-kubernetes 0.8.0)\n",
+                env!("CARGO_PKG_VERSION")
+            ),
+            "{flag}"
+        );
+    }
+}

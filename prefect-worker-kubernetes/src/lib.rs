@@ -36,6 +36,10 @@ pub mod worker;
 
 pub use worker::{KubernetesSettings, KubernetesWorker, KubernetesWorkerOptions};
 
+/// The prefect-kubernetes version whose job templates, manifests and behaviour this
+/// worker reproduces (with [`prefect_worker_core::PREFECT_VERSION`]).
+pub const PREFECT_KUBERNETES_VERSION: &str = "0.8.0";
+
 pub use configuration::{
     KubernetesWorkerJobConfiguration, KubernetesWorkerVariables, preview_from_golden_input,
 };
