@@ -1,4 +1,4 @@
-//! `prefect-worker`: a drop-in replacement for `prefect worker start --type kubernetes`.
+#![doc = include_str!("../README.md")]
 
 mod args;
 mod logging;

@@ -1,31 +1,12 @@
-//! A Prefect 3 worker that runs flow runs as Kubernetes Jobs.
+#![doc = include_str!("../README.md")]
 //!
-//! Drop-in for `prefect worker start --type kubernetes`: the same job templates, the same
-//! manifests, and a `run` that waits for the Job to finish (through one shared watch per
-//! namespace) so every run ends Completed, Failed or Crashed with a diagnosis.
+//! # Modules
 //!
-//! [`KubernetesWorker`] implements [`prefect_worker_core::Worker`]; hand it to the generic
-//! [`prefect_worker_core::runner::Runner`], which talks to Prefect:
-//!
-//! ```no_run
-//! use prefect_worker_core::client::{ClientOptions, PrefectClient};
-//! use prefect_worker_core::runner::{Runner, RunnerOptions};
-//! use prefect_worker_kubernetes::{KubernetesWorker, KubernetesWorkerOptions};
-//! use tokio_util::sync::CancellationToken;
-//!
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let worker = KubernetesWorker::new(KubernetesWorkerOptions::new("my-worker"));
-//! let client = PrefectClient::new(ClientOptions::new("http://127.0.0.1:4200/api"))?;
-//! let runner = Runner::new(worker, client, RunnerOptions::new("my-pool", "my-worker"));
-//! let shutdown = CancellationToken::new(); // cancel it to stop the worker gracefully
-//! runner.run(shutdown).await?;
-//! # Ok(()) }
-//! ```
-//!
-//! Modules, least I/O first: [`configuration`] (pure: template → prepared Job manifest),
+//! Least I/O first: [`configuration`] (pure: template → prepared Job manifest),
 //! [`diagnosis`] and [`run_watch`] (pure: Kubernetes objects → diagnoses and outcomes),
 //! [`tracker`] (the shared watches), [`clients`] (clients per cluster), [`worker`] (the
-//! `Worker` implementation: secrets, Job creation, waiting, cancellation, adoption).
+//! [`prefect_worker_core::Worker`] implementation: secrets, Job creation, waiting,
+//! cancellation, adoption).
 
 pub mod clients;
 pub mod configuration;

@@ -1,6 +1,6 @@
 //! Sidecars before, after and around the flow-run container. The worker accepts exactly
 //! the templates prefect-kubernetes accepts (its JSON-patch check matches list items up,
-//! see `manifest_check_parity.rs`) and fills the container named `prefect-job` with the
+//! see `tests/e2e/tests/manifest_check_parity.rs`) and fills the container named `prefect-job` with the
 //! image, command and env, wherever it is. (prefect-kubernetes fills the first container,
 //! which is the sidecar when one comes first: `docs/compatibility.md`.)
 //!

@@ -1,6 +1,6 @@
 //! `check_job_manifest` and the JSON-patch diff under it, against their reference: the
 //! jsonpatch that Prefect 3.9.1 installs and prefect-kubernetes' validation built on it
-//! (run in the repo's venv by `tests/parity/jsonpatch_reference.py`).
+//! (run in the repo's venv by `tests/e2e/parity/jsonpatch_reference.py`).
 //!
 //! - Every layout of up to three containers drawn from the kinds that matter to list
 //!   matching (the bare `prefect-job`, a full main container, sidecars, nameless and
@@ -182,7 +182,7 @@ fn pairs() -> Vec<(Value, Value)> {
 /// Asks the reference for the verdicts on `manifests` and the operations of `pairs`.
 fn reference(manifests: &[Value], pairs: &[(Value, Value)]) -> Value {
     provision(Backend::Sqlite).expect("provision the venv (scripts/prefect-server.sh provision)");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/parity/jsonpatch_reference.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("parity/jsonpatch_reference.py");
     let mut child = Command::new(venv_python())
         .arg(&script)
         .stdin(Stdio::piped())
