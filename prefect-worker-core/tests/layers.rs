@@ -3,6 +3,9 @@
 //! drives it and the client never depends on what is built on it. Comments may mention
 //! anything; `use` and paths in code may not.
 
+// Fixtures: unreadable cases or a reference that cannot run are failed tests.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 

@@ -6,6 +6,9 @@
 //!
 //! The cases start from the golden case with a Cloud SQL proxy after the main container.
 
+// Fixtures: unreadable cases or a reference that cannot run are failed tests.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 
 use prefect_worker_kubernetes::configuration::preview_from_golden_input;

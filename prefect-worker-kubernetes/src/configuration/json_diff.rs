@@ -336,6 +336,9 @@ fn differing_runs(src: &[Value], dst: &[Value]) -> Vec<(usize, usize, usize, usi
 
 // ---------------------------------------------------------------- the builder
 
+/// An operation with its final parts: kind, path, value, move source.
+type Replayed = (OpKind, Vec<Part>, Option<Value>, Option<Vec<Part>>);
+
 #[derive(Debug, Clone)]
 struct Op {
     kind: OpKind,
@@ -538,7 +541,7 @@ impl Builder {
 
     // -- the comparison
 
-    fn item_added(&mut self, path: &[Part], key: Part, item: &Value) {
+    fn item_added(&mut self, path: &[Part], key: &Part, item: &Value) {
         let target = joined(path, key.clone());
         if let Some(index) = self.take(item, REMOVED)
             && let Some(removed) = self.ops[index].as_ref().map(|o| o.path.clone())
@@ -550,7 +553,7 @@ impl Builder {
                 if source == target {
                     self.set_present(&removed, true);
                 } else {
-                    let path = self.new_location(path, &key);
+                    let path = self.new_location(path, key);
                     self.insert(Op {
                         kind: OpKind::Move,
                         path,
@@ -561,7 +564,7 @@ impl Builder {
                 return;
             }
         }
-        let location = self.new_location(path, &key);
+        let location = self.new_location(path, key);
         let index = self.insert(Op {
             kind: OpKind::Add,
             path: location,
@@ -618,7 +621,7 @@ impl Builder {
             self.item_removed(path, Part::Key(k.clone()), v);
         }
         for (k, v) in dst.iter().filter(|(k, _)| !src.contains_key(*k)) {
-            self.item_added(path, Part::Key(k.clone()), v);
+            self.item_added(path, &Part::Key(k.clone()), v);
         }
         for (k, s) in src {
             if let Some(d) = dst.get(k) {
@@ -643,7 +646,7 @@ impl Builder {
                     _ if same_json(old, new) => {}
                     _ => {
                         self.item_removed(path, Part::Index(key), old);
-                        self.item_added(path, Part::Index(key), new);
+                        self.item_added(path, &Part::Index(key), new);
                     }
                 }
             }
@@ -651,7 +654,7 @@ impl Builder {
                 self.item_removed(path, Part::Index(j1 + paired), old);
             }
             for (key, new) in dst.iter().enumerate().take(j2).skip(j1 + paired) {
-                self.item_added(path, Part::Index(key), new);
+                self.item_added(path, &Part::Index(key), new);
             }
         }
     }
@@ -697,8 +700,7 @@ impl Builder {
             .into_iter()
             .flatten()
             .collect();
-        let mut replayed: Vec<(OpKind, Vec<Part>, Option<Value>, Option<Vec<Part>>)> =
-            Vec::with_capacity(ops.len());
+        let mut replayed: Vec<Replayed> = Vec::with_capacity(ops.len());
         for op in ops {
             // 'from' is removed before 'path' is added.
             let from = op.from.as_ref().map(|f| self.parts(f));
@@ -753,6 +755,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    // Takes owned `json!` values so the cases read as data.
+    #[allow(clippy::needless_pass_by_value)]
     fn ops(src: Value, dst: Value) -> Vec<(OpKind, String)> {
         diff(&src, &dst)
             .into_iter()

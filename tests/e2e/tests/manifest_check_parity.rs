@@ -9,6 +9,9 @@
 //! - Random pairs of documents (lists of scalars and objects, nested) give the same
 //!   operations, paths and move sources.
 
+// Fixtures: unreadable cases or a reference that cannot run are failed tests.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
