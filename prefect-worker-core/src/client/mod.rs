@@ -3,7 +3,8 @@
 //! - [`options`]: what to connect to and how ([`ClientOptions`], from `PREFECT_*` settings);
 //! - [`error`]: the typed errors ([`ClientError`]);
 //! - `headers`, `csrf`, `retry`, `transport`: the wire conventions every request follows;
-//! - `bodies`, `endpoints`: the calls the worker makes.
+//! - `bodies`, `endpoints`: the calls the worker makes;
+//! - [`websocket`]: opening the events and worker-channel websockets with the same rules.
 //!
 //! The client is the lowest layer: it names no other module of this crate. (It serves
 //! templating's lookups through an impl in `job_config::lookups`.)
@@ -19,6 +20,7 @@ pub mod options;
 mod retry;
 pub mod secret;
 mod transport;
+pub mod websocket;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -63,6 +65,28 @@ impl PrefectClient {
     #[must_use]
     pub fn api_url(&self) -> &url::Url {
         self.inner.base_url()
+    }
+
+    /// Whether the API is Prefect Cloud: the API URL starts with `PREFECT_CLOUD_API_URL`
+    /// (spec §2.2C). Cloud authenticates websockets differently and hands out worker ids.
+    #[must_use]
+    pub fn is_cloud(&self) -> bool {
+        self.inner.is_cloud()
+    }
+
+    /// Opens a websocket below the API URL (spec §2.2A, §4.6); see [`websocket`].
+    ///
+    /// # Errors
+    /// [`websocket::WebSocketError`]: a refused upgrade keeps its HTTP status so callers can
+    /// tell an old server (404) from bad credentials (401/403) or an outage (5xx).
+    pub async fn connect_websocket(
+        &self,
+        request: &websocket::WebSocketRequest,
+    ) -> Result<websocket::WebSocket, websocket::WebSocketError> {
+        self.inner
+            .websocket
+            .connect(self.inner.base_url(), request)
+            .await
     }
 
     /// When the latest `Prefect-Maintenance` back-off ends (for the health check, §2.8).
