@@ -64,6 +64,7 @@ else
 fi
 
 say "Starting a throw-away Prefect 3.9.1 server (SQLite)"
+echo "The server starts in about ten seconds on a quiet machine (a minute or more on a busy one)."
 api_url="$(scripts/prefect-server.sh start --state-dir "$state")"
 echo "Prefect API: $api_url"
 

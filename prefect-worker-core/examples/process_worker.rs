@@ -23,7 +23,7 @@ use std::collections::HashSet;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -142,7 +142,7 @@ fn base_job_template() -> Value {
 #[derive(Debug, Default)]
 struct ProcessWorker {
     /// Process groups started and not yet seen to exit: what `teardown` stops.
-    running: Arc<Mutex<HashSet<i32>>>,
+    running: Mutex<HashSet<i32>>,
 }
 
 impl ProcessWorker {
