@@ -30,6 +30,8 @@
 pub mod clients;
 pub mod configuration;
 pub mod diagnosis;
+pub mod pod_events;
+pub mod pod_replicator;
 pub mod run_watch;
 pub mod tracker;
 pub mod worker;
