@@ -127,9 +127,7 @@ async fn serve(mut tcp: TcpStream, seen: Shared) {
                     .await;
                 return;
             }
-            let _ = ws
-                .send(Message::text(r#"{"type":"auth_success"}"#))
-                .await;
+            let _ = ws.send(Message::text(r#"{"type":"auth_success"}"#)).await;
         }
         if drop_now {
             return; // the TCP connection goes without a close frame
@@ -307,8 +305,8 @@ async fn an_unreachable_server_costs_nothing_but_the_oldest_events() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let client = PrefectClient::new(ClientOptions::new(format!("http://127.0.0.1:{port}/api")))
-        .unwrap();
+    let client =
+        PrefectClient::new(ClientOptions::new(format!("http://127.0.0.1:{port}/api"))).unwrap();
     let options = EventsOptions {
         flush_timeout: Duration::from_millis(200),
         ..fast()

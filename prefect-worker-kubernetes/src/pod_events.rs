@@ -69,6 +69,34 @@ pub fn pod_event(pod: &Pod) -> Option<PodEvent> {
     })
 }
 
+/// The `pending` event a pod had at creation, for a pod first seen past Pending (its
+/// namespace's watch started after the pod did): the same id Python's observer gave it
+/// (phase `Pending`, no restarts, no diagnosis) and its creation time. `None` for a pod
+/// still Pending or without a creation time.
+#[must_use]
+pub fn creation_event(pod: &Pod) -> Option<PodEvent> {
+    let current = pod_event(pod)?;
+    let created = current.created?;
+    if current.event.event == "prefect.kubernetes.pod.pending" {
+        return None;
+    }
+    let mut resource = Resource::new(current.event.resource.id());
+    for (k, v) in current.event.resource.labels() {
+        if matches!(k, "prefect.resource.name" | "kubernetes.namespace") {
+            resource.set(k, v);
+        }
+    }
+    let event = Event::new("prefect.kubernetes.pod.pending", resource)
+        .with_id(event_id(&current.uid, "Pending", 0, None))
+        .occurred_at(created)
+        .with_related(current.event.related);
+    Some(PodEvent {
+        event,
+        uid: current.uid,
+        created: Some(created),
+    })
+}
+
 /// Python's `uuid5(NAMESPACE_URL, json.dumps({"uid", "phase", "restart_count",
 /// "diagnosis"}, sort_keys=True))`: the same pod in the same phase, restart count and
 /// diagnosis always gets the same id (the phase before the `evicted` rename).
@@ -310,8 +338,10 @@ mod tests {
 
     #[test]
     fn failed_is_failed_with_its_reason_and_only_evictions_are_evicted() {
-        let exit3 = pod(json!({"phase": "Failed", "containerStatuses": [container(json!({"terminated":
-            {"exitCode": 3, "reason": "Error", "finishedAt": "2026-01-01T00:01:00Z"}}), 0)]}));
+        let exit3 = pod(
+            json!({"phase": "Failed", "containerStatuses": [container(json!({"terminated":
+            {"exitCode": 3, "reason": "Error", "finishedAt": "2026-01-01T00:01:00Z"}}), 0)]}),
+        );
         let e = pod_event(&exit3).unwrap();
         assert_eq!(e.event.event, "prefect.kubernetes.pod.failed");
         assert_eq!(e.event.resource.get("kubernetes.reason"), Some("Error"));
@@ -319,11 +349,16 @@ mod tests {
         assert_eq!(e.event.occurred.to_rfc3339(), "2026-01-01T00:01:00+00:00");
         assert_eq!(e.event.id, event_id(UID, "Failed", 0, None));
 
-        let oom = pod(json!({"phase": "Failed", "containerStatuses": [container(json!({"terminated":
-            {"exitCode": 137, "reason": "OOMKilled", "finishedAt": "2026-01-01T00:01:00Z"}}), 1)]}));
+        let oom = pod(
+            json!({"phase": "Failed", "containerStatuses": [container(json!({"terminated":
+            {"exitCode": 137, "reason": "OOMKilled", "finishedAt": "2026-01-01T00:01:00Z"}}), 1)]}),
+        );
         let e = pod_event(&oom).unwrap();
         assert_eq!(e.event.event, "prefect.kubernetes.pod.failed");
-        assert_eq!(e.event.resource.get("kubernetes.diagnosis"), Some("OOMKilled"));
+        assert_eq!(
+            e.event.resource.get("kubernetes.diagnosis"),
+            Some("OOMKilled")
+        );
         assert_eq!(e.event.resource.get("kubernetes.reason"), Some("OOMKilled"));
         assert_eq!(e.event.id, event_id(UID, "Failed", 1, Some("OOMKilled")));
 
@@ -332,7 +367,10 @@ mod tests {
         let e = pod_event(&evicted).unwrap();
         assert_eq!(e.event.event, "prefect.kubernetes.pod.evicted");
         assert_eq!(e.event.resource.get("kubernetes.reason"), Some("Evicted"));
-        assert_eq!(e.event.resource.get("kubernetes.diagnosis"), Some("Evicted"));
+        assert_eq!(
+            e.event.resource.get("kubernetes.diagnosis"),
+            Some("Evicted")
+        );
         assert_eq!(
             e.event.id,
             event_id(UID, "Failed", 0, Some("Evicted")),
@@ -353,8 +391,10 @@ mod tests {
 
     #[test]
     fn a_diagnosis_changes_the_id_and_labels_the_resource() {
-        let pulling = pod(json!({"phase": "Pending", "containerStatuses": [container(json!({"waiting":
-            {"reason": "ErrImagePull", "message": "not found"}}), 0)]}));
+        let pulling = pod(
+            json!({"phase": "Pending", "containerStatuses": [container(json!({"waiting":
+            {"reason": "ErrImagePull", "message": "not found"}}), 0)]}),
+        );
         let e = pod_event(&pulling).unwrap();
         assert_eq!(e.event.event, "prefect.kubernetes.pod.pending");
         assert_eq!(
@@ -362,6 +402,26 @@ mod tests {
             Some("ImagePullError")
         );
         assert_ne!(e.event.id, event_id(UID, "Pending", 0, None));
+    }
+
+    #[test]
+    fn a_pod_first_seen_running_had_a_pending_event_at_creation() {
+        let running = pod(json!({"phase": "Running", "startTime": "2026-01-01T00:00:01Z"}));
+        let e = creation_event(&running).unwrap();
+        assert_eq!(
+            e.event,
+            pod_event(&pod(json!({"phase": "Pending"})))
+                .unwrap()
+                .event
+                .with_id(e.event.id)
+                .occurred_at(e.event.occurred),
+        );
+        assert_eq!(
+            e.event.id.to_string(),
+            "dc2fdaa0-4f88-5805-b59d-edf4ea0d8374"
+        );
+        assert_eq!(e.event.occurred.to_rfc3339(), "2026-01-01T00:00:00+00:00");
+        assert!(creation_event(&pod(json!({"phase": "Pending"}))).is_none());
     }
 
     #[test]

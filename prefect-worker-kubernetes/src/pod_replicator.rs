@@ -4,6 +4,9 @@
 //! - An event is emitted when a pod's event id changes (phase, restart count or
 //!   diagnosis), not on every update: the server would store one of each id anyway.
 //! - Each event `follows` the pod's previous one when it is within five minutes of it.
+//! - A pod first seen past Pending (its namespace's watch started after it) gets the
+//!   `pending` event it had at creation first, with the id Python gives it, so every run
+//!   shows pending → running → end.
 //! - A pod first seen in a list (the watch's initial list, or a relist after it was cut)
 //!   may already have had its event emitted, by this worker before a restart or by another
 //!   process: the server is asked first (`POST /events/filter`, at most
@@ -20,11 +23,13 @@ use prefect_worker_core::events::EventEmitter;
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
-use crate::pod_events::{PodEvent, pod_event};
+use crate::pod_events::{PodEvent, creation_event, pod_event};
 
 /// Most pods remembered; beyond it the least recently changed are forgotten (a forgotten
 /// pod that changes again is looked up on the server like a listed one).
 const MAX_PODS: usize = 10_000;
+/// Most changes of one pod held while its lookup is in flight.
+const MAX_DEFERRED: usize = 16;
 
 #[derive(Debug, Default)]
 struct PodState {
@@ -32,8 +37,9 @@ struct PodState {
     last: Option<(Uuid, DateTime<Utc>)>,
     /// A server lookup for this pod is in flight; later events wait for it.
     checking: bool,
-    /// The newest event that arrived during the lookup.
-    deferred: Option<PodEvent>,
+    /// Events that arrived during the lookup, in order (a few at most: one per change of
+    /// phase, restart count or diagnosis).
+    deferred: Vec<PodEvent>,
     /// When the state last changed, for eviction beyond [`MAX_PODS`].
     touched: u64,
 }
@@ -66,7 +72,10 @@ impl PodEventReplicator {
 
     fn lock(&self) -> MutexGuard<'_, (HashMap<String, PodState>, u64)> {
         // Single-entry updates only: a panic elsewhere cannot leave the map half-changed.
-        self.inner.pods.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .pods
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A pod as the watch delivered it; `listed` when it came from a (re)list rather than a
@@ -77,26 +86,43 @@ impl PodEventReplicator {
         let (pods, clock) = &mut *guard;
         *clock += 1;
         let now = *clock;
-        if pods.len() >= MAX_PODS && !pods.contains_key(&event.uid) {
+        let first_sight = !pods.contains_key(&event.uid);
+        if pods.len() >= MAX_PODS && first_sight {
             evict_oldest(pods);
         }
         let state = pods.entry(event.uid.clone()).or_default();
         state.touched = now;
+        let mut events: Vec<PodEvent> = Vec::with_capacity(2);
+        if first_sight {
+            events.extend(creation_event(pod));
+        }
         if state.last.is_some_and(|(id, _)| id == event.event.id) {
             return;
         }
         if state.checking {
-            state.deferred = Some(event);
+            if state
+                .deferred
+                .last()
+                .is_none_or(|d| d.event.id != event.event.id)
+            {
+                if state.deferred.len() >= MAX_DEFERRED {
+                    state.deferred.remove(0);
+                }
+                state.deferred.push(event);
+            }
             return;
         }
+        events.push(event);
         if listed {
             state.checking = true;
             drop(guard);
             let me = self.clone();
-            tokio::spawn(async move { me.look_up_then_emit(event).await });
+            tokio::spawn(async move { me.look_up_then_emit(events).await });
             return;
         }
-        emit(&self.inner.emitter, state, event);
+        for e in events {
+            emit(&self.inner.emitter, state, e);
+        }
     }
 
     /// The pod is gone: forget it.
@@ -110,43 +136,64 @@ impl PodEventReplicator {
         self.lock().0.len()
     }
 
-    async fn look_up_then_emit(&self, event: PodEvent) {
-        let stored = {
+    /// How many server lookups (start-up de-duplication) are in flight.
+    #[must_use]
+    pub fn lookups_in_flight(&self) -> usize {
+        self.lock().0.values().filter(|s| s.checking).count()
+    }
+
+    /// For a listed pod: asks the server about each event (in order) and emits those it
+    /// does not have, then whatever arrived meanwhile.
+    async fn look_up_then_emit(&self, events: Vec<PodEvent>) {
+        let Some(uid) = events.first().map(|e| e.uid.clone()) else {
+            return;
+        };
+        let mut found = Vec::with_capacity(events.len());
+        {
             let _permit = self.inner.lookups.acquire().await;
-            let since = event
-                .created
-                .unwrap_or_else(|| Utc::now() - chrono::TimeDelta::hours(1));
-            self.inner
-                .emitter
-                .is_stored(event.event.id, event.event.resource.id(), since)
-                .await
-        };
-        let stored = match stored {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::debug!(error = %e, uid = %event.uid, "cannot ask the server for earlier pod events; emitting");
-                false
+            for event in events {
+                let since = event
+                    .created
+                    .unwrap_or_else(|| Utc::now() - chrono::TimeDelta::hours(1));
+                let stored = match self
+                    .inner
+                    .emitter
+                    .is_stored(event.event.id, event.event.resource.id(), since)
+                    .await
+                {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::debug!(error = %e, uid = %event.uid, "cannot ask the server for earlier pod events; emitting");
+                        false
+                    }
+                };
+                found.push((event, stored));
             }
-        };
+        }
         let mut guard = self.lock();
-        let Some(state) = guard.0.get_mut(&event.uid) else {
+        let Some(state) = guard.0.get_mut(&uid) else {
             // Deleted meanwhile: still say what it went through, without remembering it.
-            if !stored {
-                self.inner.emitter.emit(event.event);
+            let mut scratch = PodState::default();
+            for (event, stored) in found {
+                if !stored {
+                    emit(&self.inner.emitter, &mut scratch, event);
+                }
             }
             return;
         };
         state.checking = false;
-        if stored {
-            tracing::debug!(uid = %event.uid, event = %event.event.event, "pod event already on the server; not emitted again");
-            state.last = Some(event.event.anchor());
-        } else {
-            emit(&self.inner.emitter, state, event);
+        for (event, stored) in found {
+            if stored {
+                tracing::debug!(uid = %event.uid, event = %event.event.event, "pod event already on the server; not emitted again");
+                state.last = Some(event.event.anchor());
+            } else {
+                emit(&self.inner.emitter, state, event);
+            }
         }
-        if let Some(later) = state.deferred.take()
-            && state.last.is_none_or(|(id, _)| id != later.event.id)
-        {
-            emit(&self.inner.emitter, state, later);
+        for later in std::mem::take(&mut state.deferred) {
+            if state.last.is_none_or(|(id, _)| id != later.event.id) {
+                emit(&self.inner.emitter, state, later);
+            }
         }
     }
 }
@@ -209,6 +256,21 @@ mod tests {
             .map(|e| (e.event.clone(), e.follows, e.id))
             .collect();
         assert_eq!(names.len(), 3, "{names:?}");
+        // A pod first seen running gets its creation's pending event first.
+        let mut late = pod("Running", 0);
+        late.metadata.uid = Some("u-2".into());
+        r.observe(&late, false);
+        let late: Vec<String> = std::iter::from_fn(|| tap.try_recv().ok())
+            .map(|e| e.event.clone())
+            .collect();
+        assert_eq!(
+            late,
+            [
+                "prefect.kubernetes.pod.pending",
+                "prefect.kubernetes.pod.running"
+            ]
+        );
+        r.forget("u-2");
         assert_eq!(names[0].0, "prefect.kubernetes.pod.pending");
         assert_eq!(names[0].1, None);
         assert_eq!(names[1].0, "prefect.kubernetes.pod.running");

@@ -260,6 +260,12 @@ impl Tracker {
         let _ = self.pod_events.set(replicator);
     }
 
+    /// The pod-event replicator, when pod events are on.
+    #[must_use]
+    pub fn pod_events(&self) -> Option<&PodEventReplicator> {
+        self.pod_events.get()
+    }
+
     /// The label selector the watches use.
     #[must_use]
     pub fn selector(&self) -> &str {

@@ -232,7 +232,11 @@ impl PrefectClient {
 
     /// `POST /events/filter` with `{"filter": filter, "limit": limit}` → the `events` of the
     /// first page (the observer's start-up de-duplication, spec §6.1).
-    pub async fn filter_events(&self, filter: &Value, limit: u32) -> Result<Vec<Value>, ClientError> {
+    pub async fn filter_events(
+        &self,
+        filter: &Value,
+        limit: u32,
+    ) -> Result<Vec<Value>, ClientError> {
         let body = json!({"filter": filter, "limit": limit});
         let resp = self
             .call(ApiRequest::new(Method::POST, ["events", "filter"]).json(&body)?)

@@ -304,7 +304,10 @@ mod tests {
     fn versions() {
         assert_eq!(compare_versions("3.9.1", "3.9.1"), Some(VersionCheck::Ok));
         assert_eq!(compare_versions("3.10.0", "3.9.1"), Some(VersionCheck::Ok));
-        assert_eq!(compare_versions("3.4.2", "3.9.1"), Some(VersionCheck::Older));
+        assert_eq!(
+            compare_versions("3.4.2", "3.9.1"),
+            Some(VersionCheck::Older)
+        );
         assert_eq!(
             compare_versions("2.20.0", "3.9.1"),
             Some(VersionCheck::Incompatible)

@@ -153,7 +153,6 @@ impl Shared {
     pub(crate) fn set_connected(&self, up: bool) {
         self.connected.store(up, Ordering::Relaxed);
     }
-
 }
 
 /// Emits events to the Prefect API. Cheap to clone; every clone feeds the same queue.
@@ -196,13 +195,7 @@ impl EventEmitter {
     pub fn start(client: PrefectClient, options: EventsOptions) -> (Self, EventsTask) {
         let stop = CancellationToken::new();
         if !options.enabled {
-            return (
-                Self::disabled(),
-                EventsTask {
-                    stop,
-                    handle: None,
-                },
-            );
+            return (Self::disabled(), EventsTask { stop, handle: None });
         }
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {

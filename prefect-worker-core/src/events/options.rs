@@ -60,10 +60,9 @@ impl EventsOptions {
     /// `PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED` from `sources`.
     pub fn from_sources(sources: &SettingsSources) -> Result<Self, SettingsError> {
         let d = Self::default();
-        let queue_capacity = match sources.parse::<usize>(
-            "PREFECT_EVENTS_WORKER_MAX_QUEUE_SIZE",
-            "a whole number ≥ 0",
-        )? {
+        let queue_capacity = match sources
+            .parse::<usize>("PREFECT_EVENTS_WORKER_MAX_QUEUE_SIZE", "a whole number ≥ 0")?
+        {
             // Python's 0 means unbounded; a worker that runs for months keeps a bound.
             Some(0) | None => d.queue_capacity,
             Some(n) => n,
@@ -124,11 +123,9 @@ mod tests {
         .unwrap();
         assert!(!o.enabled && !o.server_version_check);
         assert_eq!(o.queue_capacity, 50);
-        let o = EventsOptions::from_sources(&sources(&[(
-            "PREFECT_EVENTS_WORKER_MAX_QUEUE_SIZE",
-            "0",
-        )]))
-        .unwrap();
+        let o =
+            EventsOptions::from_sources(&sources(&[("PREFECT_EVENTS_WORKER_MAX_QUEUE_SIZE", "0")]))
+                .unwrap();
         assert_eq!(o.queue_capacity, DEFAULT_QUEUE_CAPACITY);
         let e = EventsOptions::from_sources(&sources(&[(
             "PREFECT_EVENTS_WORKER_MAX_QUEUE_SIZE",

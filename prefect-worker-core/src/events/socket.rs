@@ -9,7 +9,9 @@ use futures::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
 
 use crate::client::PrefectClient;
-use crate::client::websocket::{Message, WebSocket, WebSocketAuth, WebSocketError, WebSocketRequest};
+use crate::client::websocket::{
+    Message, WebSocket, WebSocketAuth, WebSocketError, WebSocketRequest,
+};
 
 /// Why the events socket failed. Messages never carry credentials.
 #[derive(Debug, thiserror::Error)]

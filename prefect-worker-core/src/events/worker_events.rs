@@ -107,7 +107,10 @@ impl WorkerEvents {
         for r in &mut related {
             if r.role() == Some("flow-run") {
                 r.set("prefect.infrastructure.identifier", identifier);
-                r.set("prefect.infrastructure.status-code", status_code.to_string());
+                r.set(
+                    "prefect.infrastructure.status-code",
+                    status_code.to_string(),
+                );
             }
         }
         Event::new(EXECUTED_FLOW_RUN, self.resource.clone())
@@ -158,10 +161,16 @@ fn deployment_related(d: &Deployment) -> Resource {
         r.set("prefect.deployment.branch", branch);
     }
     if let Some(base) = text("base") {
-        r.set("prefect.deployment.base", format!("prefect.deployment.{base}"));
+        r.set(
+            "prefect.deployment.base",
+            format!("prefect.deployment.{base}"),
+        );
     }
     if let Some(root) = text("root") {
-        r.set("prefect.deployment.root", format!("prefect.deployment.{root}"));
+        r.set(
+            "prefect.deployment.root",
+            format!("prefect.deployment.{root}"),
+        );
     }
     let info = d.extra.get("version_info").and_then(|v| v.as_object());
     if let (Some(version_id), Some(info)) = (text("version_id"), info) {
@@ -280,9 +289,10 @@ mod tests {
             "version_id".into(),
             json!("11111111-2222-3333-4444-555555555555"),
         );
-        deployment
-            .extra
-            .insert("version_info".into(), json!({"type": "git", "version": "abc"}));
+        deployment.extra.insert(
+            "version_info".into(),
+            json!({"type": "git", "version": "abc"}),
+        );
         let r = deployment_related(&deployment);
         let labels: Vec<_> = r.labels().map(|(k, _)| k).collect();
         assert_eq!(

@@ -230,7 +230,10 @@ mod tests {
         assert_eq!(s.pending_timeout, Some(Duration::from_secs(90)));
         assert_eq!(s.auth_string_secret, None, "both name and key are needed");
         for (k, v) in [
-            ("PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_REPLICATE_POD_EVENTS", "false"),
+            (
+                "PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_REPLICATE_POD_EVENTS",
+                "false",
+            ),
             ("PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_ENABLED", "0"),
         ] {
             let s = KubernetesSettings::from_sources(&sources(&[(k, v)])).unwrap();
