@@ -3,7 +3,7 @@
 //! server drops the socket, and the bounded queue when the server cannot be reached.
 
 // A failed unwrap is a failed test.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::result_large_err)]
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

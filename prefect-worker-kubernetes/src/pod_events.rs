@@ -233,6 +233,7 @@ fn related_from_labels(pod: &Pod) -> Vec<Resource> {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_pass_by_value)]
 mod tests {
     use super::*;
     use serde_json::{Value, json};
