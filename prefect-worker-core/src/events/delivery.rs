@@ -180,6 +180,13 @@ async fn send_next(shared: &Shared, link: &mut Link) {
 
 /// Shutdown: deliver what is queued within `flush_timeout`, confirm it, close.
 async fn flush(shared: &Shared, link: &mut Link) {
+    if !shared.has_queued() && link.unconfirmed.is_empty() {
+        if let Some(s) = link.socket.take() {
+            s.close().await;
+        }
+        shared.set_connected(false);
+        return;
+    }
     let deadline = Instant::now() + shared.options.flush_timeout;
     let attempt = async {
         // One connection attempt without back-off: the worker is leaving.
