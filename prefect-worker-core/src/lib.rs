@@ -3,12 +3,14 @@
 //! # Layers
 //!
 //! Each module names only the ones before it: [`slug`], [`templating`], [`settings`] and
-//! [`client`] (the REST client) at the bottom; then [`job_config`] (a flow run's job
-//! configuration, with the client as templating's lookups); then [`worker`] (the
+//! [`client`] (the REST client) at the bottom; then [`events`] (worker events and their
+//! websocket) and [`job_config`] (a flow run's job configuration, with the client as
+//! templating's lookups); then [`worker`] (the
 //! contract: [`Worker`], [`RunContext`], results and errors); then [`runner`], which
 //! drives any `Worker`.
 
 pub mod client;
+pub mod events;
 pub mod job_config;
 pub mod runner;
 pub mod settings;

@@ -6,6 +6,8 @@
 //! ([`WorkerSettings`]). Nothing here reads the process environment except
 //! [`SettingsSources::from_process`], so every rule is testable with plain maps.
 
+pub mod events;
+
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -238,6 +240,9 @@ pub struct WorkerSettings {
     pub logging_to_api_max_log_size: usize,
     /// `PREFECT_WORKER_DEBUG_MODE` (false).
     pub debug_mode: bool,
+    /// `PREFECT_WORKER_EVENTS_ENABLED` (true), `PREFECT_EVENTS_WORKER_MAX_QUEUE_SIZE`,
+    /// `PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED` (true).
+    pub events: events::EventsOptions,
 }
 
 impl Default for WorkerSettings {
@@ -255,6 +260,7 @@ impl Default for WorkerSettings {
             logging_to_api_batch_interval: Duration::from_secs(2),
             logging_to_api_max_log_size: 1_000_000,
             debug_mode: false,
+            events: events::EventsOptions::default(),
         }
     }
 }
@@ -313,6 +319,7 @@ impl WorkerSettings {
             debug_mode: sources
                 .parse_bool("PREFECT_WORKER_DEBUG_MODE")?
                 .unwrap_or(false),
+            events: events::EventsOptions::from_sources(sources)?,
         })
     }
 }

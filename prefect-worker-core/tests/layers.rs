@@ -15,15 +15,24 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("templating", &[]),
     ("settings", &[]),
     ("client", &[]),
+    ("events", &["client", "settings", "slug"]),
     ("job_config", &["client", "settings", "templating", "slug"]),
     (
         "worker",
-        &["client", "job_config", "settings", "templating", "slug"],
+        &[
+            "client",
+            "events",
+            "job_config",
+            "settings",
+            "templating",
+            "slug",
+        ],
     ),
     (
         "runner",
         &[
             "client",
+            "events",
             "job_config",
             "settings",
             "templating",

@@ -15,6 +15,7 @@
 
 mod cancel;
 mod engine;
+mod events;
 pub mod exit_codes;
 pub mod flow_run_logs;
 pub mod health;
