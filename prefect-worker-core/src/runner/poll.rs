@@ -41,6 +41,7 @@ impl<W: Worker> Inner<W> {
             Err(e) => return Err(e),
         };
         self.health.polled();
+        self.metrics.polled();
         for item in runs {
             let flow_run = item.flow_run;
             if self.lock_tracked().contains_key(&flow_run.id) {

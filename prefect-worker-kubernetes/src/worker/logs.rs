@@ -11,6 +11,7 @@ use kube::api::{Api, LogParams};
 use prefect_worker_core::runner::{FlowRunLogger, Level};
 use tokio::sync::watch;
 
+use crate::metrics::KubernetesMetrics;
 use crate::run_watch::PRIMARY_CONTAINER;
 
 /// Where `stream_output` lines go: `(flow run name, line)`. Defaults to the process's stdout.
@@ -86,6 +87,7 @@ pub async fn stream_output(
     run_name: String,
     mut pods: watch::Receiver<Option<String>>,
     sink: OutputSink,
+    metrics: Option<KubernetesMetrics>,
 ) {
     let api: Api<Pod> = Api::namespaced(client, &namespace);
     let mut last: Option<(String, DateTime<Utc>)> = None;
@@ -109,6 +111,7 @@ pub async fn stream_output(
         };
         match api.log_stream(&pod, &params).await {
             Ok(stream) => {
+                let _open = metrics.as_ref().map(KubernetesMetrics::log_stream_opened);
                 let mut lines = stream.lines();
                 loop {
                     let next = tokio::select! {
