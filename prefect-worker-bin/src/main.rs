@@ -1,6 +1,7 @@
 //! `prefect-worker`: a drop-in replacement for `prefect worker start --type kubernetes`.
 
 mod args;
+mod json_log;
 mod logging;
 mod preview;
 mod start;
