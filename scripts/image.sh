@@ -99,6 +99,11 @@ make_stand_ins() {
         mkdir -p "${cache}/rust/usr/local/rustup/toolchains" "${cache}/rust/usr/local/cargo/bin"
         cp -a "${sysroot}" "${cache}/rust/usr/local/rustup/toolchains/stand-in"
         rm -rf "${cache}/rust/usr/local/rustup/toolchains/stand-in/share/doc"
+        # Trust what this machine trusts: a TLS-intercepting proxy may stand between it
+        # and crates.io, with its CA in the host's bundle only.
+        if [[ -f /etc/ssl/certs/ca-certificates.crt ]]; then
+            cp /etc/ssl/certs/ca-certificates.crt "${cache}/rust/etc/ssl/certs/ca-certificates.crt"
+        fi
         for b in cargo rustc rustdoc; do
             ln -sf "/usr/local/rustup/toolchains/stand-in/bin/${b}" "${cache}/rust/usr/local/cargo/bin/${b}"
         done
