@@ -38,6 +38,16 @@ fn a_pipe_gets_plain_text() {
     assert!(!stderr.contains(ESC), "escape codes on a pipe: {stderr:?}");
 }
 
+#[test]
+fn python_level_names_keep_the_errors() {
+    // Prefect's names: WARNING and CRITICAL are not tracing's words.
+    for level in ["WARNING", "CRITICAL", "ERROR"] {
+        let out = failing_start(bin().env("PREFECT_LOGGING_LEVEL", level));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("PREFECT_API_URL"), "{level}: {stderr:?}");
+    }
+}
+
 /// Runs the command under `script`, which gives it a terminal (util-linux, as in CI).
 fn on_a_terminal(no_color: Option<&str>) -> Option<String> {
     let exe = env!("CARGO_BIN_EXE_prefect-worker");
