@@ -558,7 +558,7 @@ fn container_env(job: &Job) -> Vec<k8s_openapi::api::core::v1::EnvVar> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn api_key_secrets_work_with_the_charts_auto_secret_role_and_degrade_once_without_it()
+async fn secret_options_work_with_the_charts_auto_secret_role_and_degrade_once_without_it()
 -> Result<()> {
     let chart = ChartFixture::load()?;
     let api = server().api();
@@ -608,8 +608,9 @@ async fn api_key_secrets_work_with_the_charts_auto_secret_role_and_degrade_once_
         "deleted at teardown"
     );
 
-    // The chart's default Role (no secrets): one warning, then the key as a plain value,
-    // and the refused request is not made again.
+    // The chart's default Role (no secrets), with both Secret options: one warning each,
+    // then the key and the env as plain values, and the refused requests are not made
+    // again.
     sim.set_rbac(Some(
         Rbac::from_yaml(&chart.rendered)?.with_user(CHART_USER),
     ));
@@ -617,6 +618,10 @@ async fn api_key_secrets_work_with_the_charts_auto_secret_role_and_degrade_once_
     let pool = pool_name("nosecret");
     api.create_work_pool(&pool, "kubernetes", Some(&template))
         .await?;
+    let settings = KubernetesSettings {
+        store_env_as_secret: true,
+        ..settings
+    };
     let w = InProcessWorker::start_with_env(
         server().api_url(),
         &sim,
@@ -639,27 +644,48 @@ async fn api_key_secrets_work_with_the_charts_auto_secret_role_and_degrade_once_
             Some(key),
             "plain value, as Prefect's default"
         );
+        let job = &jobs_of(&sim, id)[0];
+        let c = &job
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0];
+        assert!(
+            c.env_from.as_ref().is_none_or(Vec::is_empty),
+            "no env Secret: {c:?}"
+        );
     }
-    let warning = "Cannot keep PREFECT_API_KEY in the Secret";
     let first_logs = logs(&api, first).await;
-    let warned: Vec<&String> = first_logs
-        .iter()
-        .filter(|m| m.starts_with(warning))
-        .collect();
-    assert_eq!(warned.len(), 1, "{first_logs:?}");
-    assert!(
-        warned[0].contains("may not get, create and update secrets in namespace 'prefect'")
-            && warned[0].contains("Grant get, create, update and delete on secrets"),
-        "{}",
-        warned[0]
-    );
-    assert!(
-        !logs(&api, second)
-            .await
+    let second_logs = logs(&api, second).await;
+    for (warning, says) in [
+        (
+            "Cannot keep PREFECT_API_KEY in the Secret",
+            "may not get, create and update secrets in namespace 'prefect'",
+        ),
+        (
+            "Cannot store the Job's environment in the Secret",
+            "may not create secrets in namespace 'prefect'",
+        ),
+    ] {
+        let warned: Vec<&String> = first_logs
             .iter()
-            .any(|m| m.starts_with(warning)),
-        "warned once"
-    );
+            .filter(|m| m.starts_with(warning))
+            .collect();
+        assert_eq!(warned.len(), 1, "{warning}: {first_logs:?}");
+        assert!(
+            warned[0].contains(says) && warned[0].contains("deploy/rbac-secrets.yaml"),
+            "{}",
+            warned[0]
+        );
+        assert!(
+            !second_logs.iter().any(|m| m.starts_with(warning)),
+            "warned once: {warning}"
+        );
+    }
     for id in [first, second] {
         assert!(
             !logs(&api, id).await.iter().any(|m| m.contains(key)),
@@ -673,8 +699,11 @@ async fn api_key_secrets_work_with_the_charts_auto_secret_role_and_degrade_once_
         .collect();
     assert_eq!(
         refused,
-        ["get secrets in namespace prefect"],
-        "one refused request, not one per run"
+        [
+            "get secrets in namespace prefect",
+            "create secrets in namespace prefect"
+        ],
+        "one refused request per option, not one per run"
     );
     sim.shutdown().await;
     Ok(())
