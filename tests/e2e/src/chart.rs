@@ -415,9 +415,25 @@ impl Drop for Pod {
 
 impl Drop for PodProcess {
     fn drop(&mut self) {
-        self.signal_group("-KILL");
+        // SIGTERM first: tini forwards it to the worker, which runs in tini's child's own
+        // process group (a SIGKILL would end tini alone and orphan the worker).
+        self.signal_group("-TERM");
         if let Some(mut c) = self.child.take() {
-            let _ = c.wait();
+            for _ in 0..100 {
+                if c.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            // Still running: its children (the worker under tini) first, then the group.
+            let _ = Command::new("pkill")
+                .args(["-KILL", "-P", &c.id().to_string()])
+                .status();
+            self.child = Some(c);
+            self.signal_group("-KILL");
+            if let Some(mut c) = self.child.take() {
+                let _ = c.wait();
+            }
         }
     }
 }
