@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::engine::{Inner, Tracked};
 use crate::client::ClientError;
@@ -77,10 +78,14 @@ impl<W: Worker> Inner<W> {
                 self.options.worker_name, flow_run.id
             ));
             let me = self.clone();
-            self.runs.spawn(async move {
-                let _limit = limit_permit;
-                me.submit_and_run(flow_run, logger).await;
-            });
+            let span = super::flow_run_logs::flow_run_span(flow_run.id);
+            self.runs.spawn(
+                async move {
+                    let _limit = limit_permit;
+                    me.submit_and_run(flow_run, logger).await;
+                }
+                .instrument(span),
+            );
         }
         Ok(())
     }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::RunContext;
 use super::engine::{Inner, Tracked};
@@ -162,16 +163,20 @@ impl<W: Worker> Inner<W> {
             let (mut ctx, _started) = RunContext::new(logger.clone(), self.client.clone());
             ctx.started(pid.clone());
             let me = self.clone();
-            self.runs.spawn(async move {
-                let _limit = limit_permit;
-                let result = tokio::select! {
-                    r = me.worker.resume(&flow_run, &pid, configuration, ctx) => Some(r),
-                    () = me.stop_runs.cancelled() => None,
-                };
-                if let Some(r) = result {
-                    me.finish(&flow_run, &logger, r).await;
+            let span = super::flow_run_logs::flow_run_span(flow_run.id);
+            self.runs.spawn(
+                async move {
+                    let _limit = limit_permit;
+                    let result = tokio::select! {
+                        r = me.worker.resume(&flow_run, &pid, configuration, ctx) => Some(r),
+                        () = me.stop_runs.cancelled() => None,
+                    };
+                    if let Some(r) = result {
+                        me.finish(&flow_run, &logger, r).await;
+                    }
                 }
-            });
+                .instrument(span),
+            );
         }
     }
 }

@@ -55,8 +55,17 @@ pub async fn forward_crash_logs(
                 tail_lines: Some(tail_lines),
                 ..LogParams::default()
             };
-            let Ok(text) = api.logs(name, &params).await else {
-                continue;
+            let text = match api.logs(name, &params).await {
+                Ok(text) => text,
+                // Without `get pods/log` there is nothing to forward; say why, once, and
+                // do not ask for the other container instance too.
+                Err(e) if super::permissions::is_rbac_denial(&e) => {
+                    logger.warning(format!(
+                        "Cannot forward the crashed container's logs: the worker's service account may not get pods/log in namespace '{namespace}' ({e}). Grant get on pods/log to see a crashed container's last lines here."
+                    ));
+                    return;
+                }
+                Err(_) => continue,
             };
             let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
             if lines.is_empty() {
@@ -139,6 +148,12 @@ pub async fn stream_output(
                         Ok(None) | Err(_) => break,
                     }
                 }
+            }
+            // Retrying cannot help without `get pods/log`: say so once and stop streaming.
+            Err(e) if super::permissions::is_rbac_denial(&e) => {
+                tracing::warn!(error = %e, pod = %pod, namespace = %namespace, flow_run_name = %run_name,
+                    "stream_output is on, but the worker's service account may not get pods/log in namespace '{namespace}': this flow run's output is not streamed. Grant get on pods/log to stream it.");
+                return;
             }
             Err(e) => tracing::debug!(error = %e, pod = %pod, "log stream not available yet"),
         }

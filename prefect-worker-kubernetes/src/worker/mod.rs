@@ -2,6 +2,7 @@
 
 mod create;
 mod logs;
+mod permissions;
 mod secrets;
 pub mod settings;
 mod wait;
@@ -108,6 +109,8 @@ pub struct KubernetesWorker {
     metrics: Option<KubernetesMetrics>,
     /// API-key Secrets this worker upserted: (client, namespace, name), deleted at teardown.
     created_secrets: Mutex<Vec<(kube::Client, String, String)>>,
+    /// Secret permissions RBAC refused, so that each is warned about once.
+    missing_permissions: permissions::MissingPermissions,
 }
 
 impl std::fmt::Debug for KubernetesWorker {
@@ -134,6 +137,7 @@ impl KubernetesWorker {
             output: options.output,
             metrics,
             created_secrets: Mutex::new(Vec::new()),
+            missing_permissions: permissions::MissingPermissions::default(),
         }
     }
 
@@ -208,13 +212,19 @@ impl Worker for KubernetesWorker {
         let namespace = configuration.namespace.clone();
         let mut manifest = configuration.job_manifest.clone();
         ctx.logger().info("Creating Kubernetes job...");
+        let cluster = cluster_key(cluster_value(&configuration).as_ref());
+        let target = secrets::SecretTarget {
+            client: &client,
+            cluster: &cluster,
+            namespace: &namespace,
+        };
         let plan = secrets::apply_before_create(
-            &client,
+            target,
             &self.settings,
             &self.worker_name,
             &flow_run.id.to_string(),
-            &namespace,
             &mut manifest,
+            &self.missing_permissions,
         )
         .await
         .map_err(|e| RunError::new("InfrastructureError", e.to_string()))?;
@@ -246,10 +256,11 @@ impl Worker for KubernetesWorker {
             .clone()
             .unwrap_or_else(|| namespace.clone());
         let job_name = job.metadata.name.clone().unwrap_or_default();
-        if let Some((ns, name)) = &plan.env_secret
-            && let Err(e) = secrets::adopt_env_secret(&client, ns, name, &job).await
+        if let Some((_, name)) = &plan.env_secret
+            && let Some(w) =
+                secrets::own_env_secret(target, name, &job, &self.missing_permissions).await
         {
-            ctx.logger().warning(format!("Could not make Secret '{name}' owned by Job '{job_name}'; it will outlive the Job: {e}"));
+            ctx.logger().warning(w);
         }
         ctx.logger().info(format!(
             "Kubernetes job '{job_name}' created in namespace '{job_ns}'"
