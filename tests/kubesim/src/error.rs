@@ -224,6 +224,18 @@ impl ApiError {
         e
     }
 
+    /// 403 Forbidden in the RBAC wording, for a cluster-wide request.
+    pub fn forbidden_cluster_scope(kind: Kind, verb: &str) -> Self {
+        let mut e = Self::forbidden(kind, verb, "");
+        e.message = format!(
+            "{} is forbidden: User \"system:serviceaccount:default:kubesim\" cannot {verb} resource \"{}\" in API group \"{}\" at the cluster scope",
+            kind.qualified_resource(),
+            kind.plural(),
+            kind.group()
+        );
+        e
+    }
+
     /// 403 Forbidden with a custom message (admission, e.g. quota).
     pub fn forbidden_message(kind: Kind, name: &str, message: impl Into<String>) -> Self {
         let mut e = Self::new(403, "Forbidden", message);

@@ -29,6 +29,9 @@ pub struct FaultConfig {
     pub paused: bool,
     /// Namespaces the client may not touch (403 Forbidden).
     pub forbidden_namespaces: BTreeSet<String>,
+    /// Resources (plural names, e.g. `events`) the client may not touch anywhere
+    /// (403 Forbidden in the RBAC wording), as under a Role that does not grant them.
+    pub forbidden_resources: BTreeSet<String>,
 }
 
 impl FaultConfig {

@@ -68,6 +68,14 @@ struct Args {
         value_delimiter = ','
     )]
     forbidden_namespaces: Vec<String>,
+    /// Resources (plural, e.g. `events`) answered 403 Forbidden everywhere (repeatable /
+    /// comma-separated), as under a Role that does not grant them.
+    #[arg(
+        long = "forbid-resource",
+        env = "KUBESIM_FORBIDDEN_RESOURCES",
+        value_delimiter = ','
+    )]
+    forbidden_resources: Vec<String>,
     /// Namespaces whose pod creation fails with `exceeded quota`.
     #[arg(
         long = "quota-exceeded",
@@ -114,6 +122,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         f.watch_cut_after_seconds = args.watch_cut_seconds;
         f.watch_cut_after_events = args.watch_cut_events;
         f.forbidden_namespaces = args.forbidden_namespaces.iter().cloned().collect();
+        f.forbidden_resources = args.forbidden_resources.iter().cloned().collect();
     });
     for ns in &args.quota_exceeded {
         sim.set_quota_exceeded(ns, true);

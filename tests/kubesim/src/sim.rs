@@ -323,6 +323,21 @@ impl SimHandle {
         });
     }
 
+    /// Answer 403 (RBAC wording) for every request on `resource` (plural, e.g.
+    /// `events`), in every namespace and cluster-wide.
+    pub fn forbid_resource(&self, resource: &str) {
+        self.update_faults(|f| {
+            f.forbidden_resources.insert(resource.to_string());
+        });
+    }
+
+    /// Stop answering 403 for `resource`.
+    pub fn allow_resource(&self, resource: &str) {
+        self.update_faults(|f| {
+            f.forbidden_resources.remove(resource);
+        });
+    }
+
     /// Make pod creation in `namespace` fail with `exceeded quota` (the Job
     /// controller then records FailedCreate events on its Jobs).
     pub fn set_quota_exceeded(&self, namespace: &str, exceeded: bool) {

@@ -536,6 +536,25 @@ async fn token_auth_and_fault_knobs() {
     );
     sim.allow_namespace("default");
 
+    // Forbidden resource (a Role without it): 403 there, everything else still answers.
+    sim.forbid_resource("events");
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), "default");
+    let e = api_err(events.list(&ListParams::default()).await.unwrap_err());
+    assert_eq!((e.code, e.reason.as_str()), (403, "Forbidden"));
+    assert!(
+        e.message.contains(
+            "cannot list resource \"events\" in API group \"\" in the namespace \"default\""
+        ),
+        "{}",
+        e.message
+    );
+    let all: Api<k8s_openapi::api::core::v1::Event> = Api::all(client.clone());
+    let e = api_err(all.list(&ListParams::default()).await.unwrap_err());
+    assert!(e.message.ends_with("at the cluster scope"), "{}", e.message);
+    secrets.list(&ListParams::default()).await.unwrap();
+    sim.allow_resource("events");
+    events.list(&ListParams::default()).await.unwrap();
+
     // Pause holds requests until resumed.
     sim.pause();
     let s2 = secrets.clone();

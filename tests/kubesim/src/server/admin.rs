@@ -11,6 +11,7 @@
 //! | POST | `/_sim/force-gone?count=N` | next N watches get 410 Gone |
 //! | PUT/DELETE | `/_sim/quota/{ns}` | pod creation in ns fails with `exceeded quota` / stops failing |
 //! | PUT/DELETE | `/_sim/forbidden/{ns}` | ns answers 403 / stops |
+//! | PUT/DELETE | `/_sim/forbidden-resources/{resource}` | resource answers 403 everywhere / stops |
 //! | GET/DELETE | `/_sim/requests` | request log / clear it |
 //! | GET | `/_sim/counters` | watch counters |
 
@@ -95,6 +96,18 @@ pub fn handle(
         (&Method::DELETE, ["forbidden", ns]) => {
             cluster.update_faults(|f| {
                 f.forbidden_namespaces.remove(*ns);
+            });
+            ok()
+        }
+        (&Method::PUT | &Method::POST, ["forbidden-resources", r]) => {
+            cluster.update_faults(|f| {
+                f.forbidden_resources.insert((*r).to_string());
+            });
+            ok()
+        }
+        (&Method::DELETE, ["forbidden-resources", r]) => {
+            cluster.update_faults(|f| {
+                f.forbidden_resources.remove(*r);
             });
             ok()
         }

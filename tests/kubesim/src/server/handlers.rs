@@ -82,8 +82,18 @@ async fn dispatch(
         (_, Some(ns), _) => Some(ns.clone()),
         _ => None,
     };
-    if let Some(ns) = ns_in_scope.filter(|ns| forbidden.contains(ns)) {
+    if let Some(ns) = ns_in_scope.clone().filter(|ns| forbidden.contains(ns)) {
         return Err(ApiError::forbidden(req.kind, verb(&req), &ns));
+    }
+    if cluster
+        .faults()
+        .forbidden_resources
+        .contains(req.kind.plural())
+    {
+        return Err(match ns_in_scope {
+            Some(ns) => ApiError::forbidden(req.kind, verb(&req), &ns),
+            None => ApiError::forbidden_cluster_scope(req.kind, verb(&req)),
+        });
     }
     let sub = req.subresource.as_deref();
     match (&req.method, req.name.as_deref(), sub) {
