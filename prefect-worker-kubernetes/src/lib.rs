@@ -30,6 +30,7 @@
 pub mod clients;
 pub mod configuration;
 pub mod diagnosis;
+mod job_events;
 pub mod run_watch;
 pub mod tracker;
 pub mod worker;
