@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+use super::shared_reads::FlowCache;
 use super::{HealthState, LogShipper, RunnerOptions};
 
 use crate::client::models::WorkPool;
@@ -58,6 +59,8 @@ pub(super) struct Inner<W: Worker> {
     pub(super) submitting: watch::Sender<usize>,
     pub(super) tracked: Mutex<HashMap<Uuid, Tracked<W::Configuration>>>,
     pub(super) logs: LogShipper,
+    /// Flows read so far (a flow's name never changes).
+    pub(super) flows: FlowCache,
     /// Tells run tasks to stop waiting on their infrastructure (shutdown).
     pub(super) stop_runs: CancellationToken,
     pub(super) runs: TaskTracker,
@@ -110,6 +113,7 @@ impl<W: Worker> Runner<W> {
             submitting: watch::Sender::new(0),
             tracked: Mutex::new(HashMap::new()),
             logs,
+            flows: FlowCache::default(),
             stop_runs: CancellationToken::new(),
             runs: TaskTracker::new(),
         });

@@ -3,14 +3,16 @@
 //! `infrastructure_pid` → outcome.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use serde_json::{Value, json};
 
 use super::engine::Inner;
 use super::propose::{PendingOutcome, force_cancelled, propose, propose_crashed, propose_pending};
+use super::shared_reads::SharedDeployment;
 use super::{RunContext, exit_codes};
 use crate::client::ClientError;
-use crate::client::models::{Deployment, FlowRun, StateCreate, StateType};
+use crate::client::models::{Deployment, FlowRun, SetStateStatus, StateCreate, StateType};
 use crate::job_config::{ConfigurationError, PrepareContext, resolve_for_flow_run};
 use crate::runner::flow_run_logs::FlowRunLogger;
 use crate::worker::{RunError, Worker, WorkerResult};
@@ -69,12 +71,20 @@ impl Drop for SubmittingGuard<'_> {
 
 impl<W: Worker> Inner<W> {
     /// Everything that happens to one claimed flow run until this worker is done with it.
-    pub(super) async fn submit_and_run(self: Arc<Self>, flow_run: FlowRun, logger: FlowRunLogger) {
+    pub(super) async fn submit_and_run(
+        self: Arc<Self>,
+        flow_run: FlowRun,
+        deployment: Option<SharedDeployment>,
+        logger: FlowRunLogger,
+    ) {
         let mut submitting = SubmittingGuard(Some(&self.submitting));
         let Ok(_slot) = self.submissions.clone().acquire_owned().await else {
             return;
         };
-        let configuration = match self.prepare_submission(&flow_run, &logger).await {
+        let (configuration, submitted_at) = match self
+            .prepare_submission(&flow_run, deployment.as_ref(), &logger)
+            .await
+        {
             Ok(Some(c)) => c,
             Ok(None) => {
                 self.untrack(flow_run.id);
@@ -95,7 +105,10 @@ impl<W: Worker> Inner<W> {
             t.configuration = Some(configuration.clone());
         }
 
-        let (ctx, started) = RunContext::new(logger.clone(), self.client.clone());
+        let (mut ctx, started) = RunContext::new(logger.clone(), self.client.clone());
+        if let Some(at) = submitted_at {
+            ctx.set_submitted_at(at);
+        }
         let run = self.worker.run(&flow_run, configuration, ctx);
         tokio::pin!(run);
         // Phase 1, not interrupted by shutdown: until the infrastructure exists (or the run
@@ -123,16 +136,21 @@ impl<W: Worker> Inner<W> {
         }
     }
 
-    /// Steps before `run`. `Ok(None)`: the run is not ours to submit (already logged).
+    /// Steps before `run`: the configuration, and when Submitting was accepted (if it
+    /// was). `Ok(None)`: the run is not ours to submit (already logged).
     async fn prepare_submission(
         &self,
         flow_run: &FlowRun,
+        shared_deployment: Option<&SharedDeployment>,
         logger: &FlowRunLogger,
-    ) -> Result<Option<W::Configuration>, SubmitFailure> {
-        // 1. Deployment existence check.
-        let deployment = match flow_run.deployment_id {
-            None => None,
-            Some(id) => match self.client.read_deployment(id).await {
+    ) -> Result<Option<(W::Configuration, Option<Instant>)>, SubmitFailure> {
+        // 1. Deployment existence check (one read per poll and deployment).
+        let deployment = match (flow_run.deployment_id, shared_deployment) {
+            (None, _) => None,
+            (Some(id), shared) => match match shared {
+                Some(s) => s.get(&self.client).await,
+                None => self.client.read_deployment(id).await,
+            } {
                 Ok(d) => Some(d),
                 Err(ClientError::NotFound(_)) => {
                     logger.error(format!(
@@ -210,11 +228,22 @@ impl<W: Worker> Inner<W> {
             .update_flow_run_labels(flow_run.id, &labels)
             .await?;
         // 5. Submitting: errors here are not worth failing the run for (Python ignores them).
-        if let Err(e) = propose(&self.client, flow_run.id, &StateCreate::submitting(), false).await
+        let submitted_at = match propose(
+            &self.client,
+            flow_run.id,
+            &StateCreate::submitting(),
+            false,
+        )
+        .await
         {
-            tracing::debug!(flow_run_id = %flow_run.id, error = %e, "could not set Submitting state");
-        }
-        Ok(Some(configuration))
+            Ok(r) if r.status == SetStateStatus::Accept => Some(Instant::now()),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!(flow_run_id = %flow_run.id, error = %e, "could not set Submitting state");
+                None
+            }
+        };
+        Ok(Some((configuration, submitted_at)))
     }
 
     /// Reads what the configuration needs (flow, deployment) and builds it.
@@ -237,7 +266,7 @@ impl<W: Worker> Inner<W> {
         flow_run: &FlowRun,
         deployment: Option<&Deployment>,
     ) -> Result<W::Configuration, SubmitFailure> {
-        let flow = self.client.read_flow(flow_run.flow_id).await?;
+        let flow = self.flows.get(&self.client, flow_run.flow_id).await?;
         let Some(pool) = self.work_pool() else {
             return Err(SubmitFailure {
                 type_name: "RuntimeError",
@@ -255,7 +284,7 @@ impl<W: Worker> Inner<W> {
         let ctx = PrepareContext {
             flow_run,
             deployment,
-            flow: Some(&flow),
+            flow: Some(flow.as_ref()),
             work_pool: &pool,
             worker_name: &self.options.worker_name,
             worker_id: self.options.worker_id.as_deref(),
