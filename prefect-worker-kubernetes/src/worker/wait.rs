@@ -23,6 +23,9 @@ use crate::tracker::{Observation, WatchKey};
 /// shared events watch, `job_events`): pods normally appear well within it, so most runs
 /// never need events.
 const EVENTS_AFTER: Duration = Duration::from_secs(3);
+/// How long after this worker's accepted `Submitting` the run's state counts as known
+/// (PENDING) for the `InfrastructurePending` proposal.
+const KNOWN_STATE_WINDOW: Duration = Duration::from_secs(10);
 /// While the shared watch has not shown the Job yet, it is read directly this often: a Job
 /// deleted before the watch ever saw it would otherwise be waited on forever.
 const UNSEEN_JOB_EVERY: Duration = Duration::from_secs(5);
@@ -254,21 +257,36 @@ impl KubernetesWorker {
 
     /// While the pod is Pending, show it in Prefect as `InfrastructurePending` (spec §6.1),
     /// unless the run has moved on.
+    ///
+    /// Shortly after this worker's own `Submitting` was accepted, the run's state is known
+    /// without reading it: it is PENDING, and the server's rules keep the proposal safe if
+    /// it moved on meanwhile (`PreventPendingTransitions` aborts PENDING from RUNNING,
+    /// CANCELLING, CANCELLED and from a PENDING of the same name; a PAUSED run may not go
+    /// to PENDING). Only a run someone else finished or rescheduled within that window
+    /// could be moved back, the same kind of window as the read-then-propose of Python's
+    /// observer. Later (adopted runs, long pod start), the state is read first, as Python
+    /// does. That saves one read per run in a burst, where the server is the bottleneck.
     async fn propose_infrastructure_pending(&self, flow_run: &FlowRun, ctx: &RunContext) {
         let client = ctx.client();
-        let current = match client.read_flow_run(flow_run.id).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot read flow run before proposing InfrastructurePending");
+        let fresh = ctx
+            .submitted_at()
+            .is_some_and(|at| at.elapsed() <= KNOWN_STATE_WINDOW);
+        if !fresh {
+            let current = match client.read_flow_run(flow_run.id).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot read flow run before proposing InfrastructurePending");
+                    return;
+                }
+            };
+            let Some(s) = current.state.as_ref() else {
+                return;
+            };
+            if s.state_type != StateType::Pending
+                || s.name.as_deref() == Some("InfrastructurePending")
+            {
                 return;
             }
-        };
-        let Some(s) = current.state.as_ref() else {
-            return;
-        };
-        if s.state_type != StateType::Pending || s.name.as_deref() == Some("InfrastructurePending")
-        {
-            return;
         }
         let state = StateCreate::infrastructure_pending("Kubernetes pod is pending.");
         let proposal = client.set_flow_run_state(flow_run.id, &state, false);
