@@ -124,6 +124,17 @@ impl<W: Worker> Runner<W> {
         }
     }
 
+    /// Starts with `pool` as the work pool, read by the caller just before (the binary's
+    /// start-up checks read it), so the runner does not read it again before its first
+    /// poll: start → first poll stays one round trip.
+    #[must_use]
+    pub fn with_work_pool(self, pool: WorkPool) -> Self {
+        if let Ok(mut slot) = self.inner.work_pool.write() {
+            *slot = Some(pool);
+        }
+        self
+    }
+
     /// The health state, for [`health::serve`].
     #[must_use]
     pub fn health(&self) -> Arc<HealthState> {
@@ -166,7 +177,11 @@ impl<W: Worker> Runner<W> {
         // Setup sync: credentials and a reserved pool name are fatal; anything transient is not.
         // Only the pool is needed before the first poll; the heartbeat and the adoption of
         // Jobs left by an earlier process run beside it, so start → first poll stays short.
-        match inner.sync_pool().await {
+        let first_sync = match inner.work_pool() {
+            Some(pool) => inner.install_pool(pool).await,
+            None => inner.sync_pool().await,
+        };
+        match first_sync {
             Ok(true) => {
                 let hb = inner.clone();
                 tokio::spawn(async move {
