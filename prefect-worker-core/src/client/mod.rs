@@ -4,7 +4,8 @@
 //! - [`error`]: the typed errors ([`ClientError`]);
 //! - `headers`, `csrf`, `retry`, `transport`: the wire conventions every request follows;
 //! - `bodies`, `endpoints`: the calls the worker makes;
-//! - `lookups`: the client as templating's source of variables and blocks.
+//! - `lookups`: the client as templating's source of variables and blocks;
+//! - [`websocket`]: opening the events and worker-channel websockets with the same rules.
 
 mod bodies;
 mod csrf;
@@ -18,6 +19,7 @@ pub mod options;
 mod retry;
 pub mod secret;
 mod transport;
+pub mod websocket;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -62,6 +64,28 @@ impl PrefectClient {
     #[must_use]
     pub fn api_url(&self) -> &url::Url {
         self.inner.base_url()
+    }
+
+    /// Whether the API is Prefect Cloud: the API URL starts with `PREFECT_CLOUD_API_URL`
+    /// (spec §2.2C). Cloud authenticates websockets differently and hands out worker ids.
+    #[must_use]
+    pub fn is_cloud(&self) -> bool {
+        self.inner.is_cloud()
+    }
+
+    /// Opens a websocket below the API URL (spec §2.2A, §4.6); see [`websocket`].
+    ///
+    /// # Errors
+    /// [`websocket::WebSocketError`]: a refused upgrade keeps its HTTP status so callers can
+    /// tell an old server (404) from bad credentials (401/403) or an outage (5xx).
+    pub async fn connect_websocket(
+        &self,
+        request: &websocket::WebSocketRequest,
+    ) -> Result<websocket::WebSocket, websocket::WebSocketError> {
+        self.inner
+            .websocket
+            .connect(self.inner.base_url(), request)
+            .await
     }
 
     /// When the latest `Prefect-Maintenance` back-off ends (for the health check, §2.8).

@@ -127,6 +127,10 @@ pub(crate) struct Transport {
     has_connected: AtomicBool,
     pub(crate) maintenance: MaintenanceTracker,
     redactor: Redactor,
+    /// Headers and TLS for websockets to the same API.
+    pub(crate) websocket: super::websocket::WebSocketSettings,
+    /// `PREFECT_CLOUD_API_URL` matched the API URL.
+    cloud: bool,
 }
 
 impl Transport {
@@ -173,10 +177,18 @@ impl Transport {
         let http = b
             .build()
             .map_err(|e| ClientError::Config(format!("cannot build the HTTP client: {e}")))?;
+        let base_headers = base_headers(&o)?;
+        let websocket = super::websocket::WebSocketSettings::new(&o, &base_headers);
+        let cloud = !o.cloud_api_url.trim().is_empty()
+            && base
+                .as_str()
+                .starts_with(o.cloud_api_url.trim().trim_end_matches('/'));
         Ok(Self {
             http,
             base,
-            base_headers: base_headers(&o)?,
+            base_headers,
+            websocket,
+            cloud,
             policy: RetryPolicy::from_options(&o),
             csrf: Csrf::new(o.csrf_support_enabled),
             worker_name: RwLock::new(None),
@@ -199,6 +211,10 @@ impl Transport {
             .worker_id
             .write()
             .unwrap_or_else(PoisonError::into_inner) = id.and_then(attribution_value);
+    }
+
+    pub(crate) fn is_cloud(&self) -> bool {
+        self.cloud
     }
 
     pub(crate) fn base_url(&self) -> &Url {
