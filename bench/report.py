@@ -133,8 +133,12 @@ def write_report(results: Path, out: Path, machine: dict) -> None:
         if "error" in d:
             L += [f"Failed: `{d['error']}`", ""]
         else:
-            c = d["contenders"]
+            failed = {n: v["error"] for n, v in d["contenders"].items() if "error" in v}
+            c = {n: v for n, v in d["contenders"].items() if "error" not in v}
+            d = {**d, "contenders": c}
             chart(d, out.parent / "benchmarks-burst.svg")
+            for n, e in failed.items():
+                L += [f"{LABELS[n]}: failed: `{e[:300]}`", ""]
             L += [f"{d['runs']} runs of one deployment, created while the pool was paused, released by "
                   "unpausing it. Times are from the unpause. The limit client makes only the calls whose "
                   "effects a user sees (deployment read, Pending, flow read, labels, Submitting, Job, "

@@ -213,7 +213,9 @@ async def limit_client(ctx: Ctx, pool: str, ns: str, n: int, concurrency: int = 
         seen: set[str] = set()
         tasks = []
         while len(seen) < n:
-            runs = (await h.post(f"{api}/work_pools/{pool}/get_scheduled_flow_runs", json={"limit": n})).raise_for_status().json()
+            # The server caps a poll at PREFECT_API_DEFAULT_LIMIT (200).
+            runs = (await h.post(f"{api}/work_pools/{pool}/get_scheduled_flow_runs",
+                                 json={"limit": min(n, 200)})).raise_for_status().json()
             for item in runs:
                 fr = item["flow_run"]
                 if fr["id"] not in seen:
@@ -293,7 +295,10 @@ def burst(ctx: Ctx) -> dict:
     out = {}
     names = list(ctx.contenders) + (["limit"] if ctx.with_limit else [])
     for name in names:
-        out[name] = burst_one(ctx, name, n)
+        try:
+            out[name] = burst_one(ctx, name, n)
+        except Exception as e:  # keep the other contenders' results
+            out[name] = {"error": f"{type(e).__name__}: {e}"}
     return {"runs": n, "contenders": out}
 
 
