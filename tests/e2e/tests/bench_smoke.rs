@@ -61,7 +61,10 @@ fn every_benchmark_scenario_runs_at_smoke_size() -> Result<()> {
     ] {
         assert!(report.contains(section), "{section} missing:\n{report}");
     }
-    assert!(!report.contains("Failed: `"), "{report}");
+    assert!(
+        !report.contains("Failed: `") && !report.contains("failed: `"),
+        "{report}"
+    );
     assert!(report.contains("server-bound limit client"), "{report}");
     assert!(
         dir.path().join("benchmarks-burst.svg").exists(),
