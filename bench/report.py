@@ -159,6 +159,10 @@ def write_report(results: Path, out: Path, machine: dict) -> None:
                       f"every 0.5 s) (budget ≥ 80 %)."]
             if "ours" in c and "python" in c:
                 L += [f"Ours / Python throughput: {ratio(c['ours']['runs_per_s'], c['python']['runs_per_s'])}."]
+            for n, v in c.items():
+                if v.get("ended_without_job"):
+                    L += ["", f"{LABELS[n]}: {v['ended_without_job']} runs ended without a Job (the worker crashed "
+                          "them after a server error during their submission); times are over the others."]
             L += ["", "Prefect requests by endpoint (whole burst window):", ""]
             for n, v in c.items():
                 L.append(f"- {LABELS[n]}: " + ", ".join(f"`{k}` {cnt}" for k, cnt in v["requests"]["prefect"].items()))
@@ -180,7 +184,7 @@ def write_report(results: Path, out: Path, machine: dict) -> None:
                   "|---|---|---|---|---|---|---|---|"]
             for n, v in c.items():
                 r = v["requests_during_hold"]
-                L.append(f"| {LABELS[n]} | {v['runs']} | {mib(v['rss_kib'])} | {v['cpu_per_minute_s']} s | "
+                L.append(f"| {LABELS[n]} | {v.get('running', v['runs'])} of {v['runs']} | {mib(v['rss_kib'])} | {v['cpu_per_minute_s']} s | "
                          f"{r['prefect_per_run']} | {r['k8s_per_run']} | {v['log_follow_requests_before_hold']} | "
                          f"`{json.dumps(v['sim_counters'])}` |")
             if "ours" in c:

@@ -78,6 +78,28 @@ def wait_first_poll(ctx: Ctx, offset: int, pool: str, w: Running | None) -> floa
     return wait_until(f"the first poll of {pool}", ctx.timeout, probe, every=0.02)
 
 
+def ended(ctx: Ctx, ids: list[str]) -> int:
+    """How many of the runs are final (a run the worker crashed, e.g. after a server error
+    during its submission, never gets a pod)."""
+    return sum(1 for r in states(ctx, ids).values()
+               if (r.get("state") or {}).get("type") in ("CRASHED", "FAILED", "CANCELLED", "COMPLETED"))
+
+
+class Settled:
+    """A probe: every run has a running pod, or has ended without one."""
+
+    def __init__(self, ctx: Ctx, ids: list[str], pods: Watcher):
+        self.ctx, self.ids, self.pods, self.ended, self.checked = ctx, ids, pods, 0, 0.0
+
+    def __call__(self) -> bool:
+        if len(self.pods.running) + self.ended >= len(self.ids):
+            return True
+        if time.time() - self.checked > 5:
+            self.checked = time.time()
+            self.ended = ended(self.ctx, self.ids)
+        return len(self.pods.running) + self.ended >= len(self.ids)
+
+
 def states(ctx: Ctx, ids: list[str]) -> dict[str, dict]:
     out = {}
     for i in range(0, len(ids), 200):
@@ -252,16 +274,19 @@ def burst_one(ctx: Ctx, name: str, n: int) -> dict:
         limit_thread = threading.Thread(target=drive, daemon=True)
         limit_thread.start()
 
+    settled = Settled(ctx, ids, pods)
+
     def all_jobs():
         if limit_error:
             raise RuntimeError(f"limit client failed: {limit_error[0]!r}")
         if w is not None and not w.alive():
             raise RuntimeError(f"{name} worker exited: " + w.log.read_text(errors="replace")[-3000:])
-        return len(jobs.added) >= n
+        settled()  # refreshes the count of runs that ended without a Job
+        return len(jobs.added) + settled.ended >= n
     try:
         wait_until(f"{n} Jobs ({name})", ctx.timeout, all_jobs, every=0.2)
         t_jobs = max(jobs.added.values()) - t0
-        wait_until(f"{n} running pods ({name})", ctx.timeout, lambda: len(pods.running) >= n, every=0.2)
+        wait_until(f"{n} running pods ({name})", ctx.timeout, settled, every=0.2)
         t_pods = max(pods.running.values()) - t0
     finally:
         if limit_thread:
@@ -279,10 +304,10 @@ def burst_one(ctx: Ctx, name: str, n: int) -> dict:
     pods.stop()
     ctx.sim.delete_jobs(ns)
     return {
-        "runs": n, "with_infrastructure_pid": with_pid,
+        "runs": n, "with_infrastructure_pid": with_pid, "ended_without_job": settled.ended,
         "first_job_s": round(timeline[0], 2), "all_jobs_s": round(t_jobs, 2), "all_pods_running_s": round(t_pods, 2),
-        "runs_per_s": round(n / t_jobs, 2),
-        "runs_per_s_after_first_job": round((n - 1) / max(t_jobs - timeline[0], 1e-6), 2),
+        "runs_per_s": round(len(timeline) / t_jobs, 2),
+        "runs_per_s_after_first_job": round((len(timeline) - 1) / max(t_jobs - timeline[0], 1e-6), 2),
         "cpu_s": None if cpu is None else round(cpu, 2), "rss_peak_kib": sampler.peak if w else None,
         "requests": requests_breakdown(server_reqs, k8s_reqs, n),
         "server_requests_per_s": round(len(server_reqs) / max(t_jobs, 1e-6), 1),
@@ -314,7 +339,7 @@ def held(ctx: Ctx) -> dict:
         n_c = ctx.n.get("held_" + name, n)
         ns = ctx.sim.namespace(f"held-{name}-{uuid.uuid4().hex[:4]}")
         pool, dep = setup_pool(ctx, f"held-{name}", {"image": "sim/sleep:3600", "namespace": ns}, paused=True)
-        create_runs(ctx, dep, n_c)
+        ids = create_runs(ctx, dep, n_c)
         off = ctx.server.log_offset()
         ctx.sim.clear_requests()
         w = c.start(pool, ctx.work)
@@ -322,7 +347,8 @@ def held(ctx: Ctx) -> dict:
         pods = Watcher(ctx.sim, ns, "pods")
         t0 = time.time()
         set_paused(ctx, pool, False)
-        wait_until(f"{n_c} running pods ({name})", ctx.timeout * 3, lambda: len(pods.running) >= n_c, every=0.5)
+        settled = Settled(ctx, ids, pods)
+        wait_until(f"{n_c} running pods ({name})", ctx.timeout * 3, settled, every=0.5)
         t_all = time.time() - t0
         time.sleep(5)  # the last submissions settle
         before_reqs = ctx.sim.requests()
@@ -339,7 +365,8 @@ def held(ctx: Ctx) -> dict:
         server_reqs, k8s_reqs = ctx.server.requests_since(off), ctx.sim.requests()
         open_watches = {k: v for k, v in (counters.get("open") or counters).items()} if isinstance(counters, dict) else counters
         out[name] = {
-            "runs": n_c, "all_running_s": round(t_all, 1), "hold_s": round(time.time() - t_hold, 1),
+            "runs": n_c, "running": len(pods.running), "ended_without_pod": settled.ended,
+            "all_running_s": round(t_all, 1), "hold_s": round(time.time() - t_hold, 1),
             "rss_kib": sampler.last, "rss_peak_kib": sampler.peak, "cpu_s": round(cpu, 3),
             "cpu_per_minute_s": round(cpu / hold * 60, 3),
             "sim_counters": open_watches,
@@ -406,7 +433,7 @@ def latency(ctx: Ctx) -> dict:
         wait_first_poll(ctx, off, pool, w)
         jobs, pods = Watcher(ctx.sim, ns, "jobs"), Watcher(ctx.sim, ns, "pods")
         set_paused(ctx, pool, False)
-        wait_until(f"{n} running pods ({name})", ctx.timeout, lambda: len(pods.running) >= n, every=0.2)
+        wait_until(f"{n} running pods ({name})", ctx.timeout, Settled(ctx, ids, pods), every=0.2)
         job_of = {}
         for job, labels in jobs.labels.items():
             job_of[labels.get("prefect.io/flow-run-id")] = job
