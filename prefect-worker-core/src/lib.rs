@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod client;
+pub mod events;
 pub mod job_config;
 pub mod runner;
 pub mod settings;

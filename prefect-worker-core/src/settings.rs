@@ -235,6 +235,9 @@ pub struct WorkerSettings {
     pub logging_to_api_max_log_size: usize,
     /// `PREFECT_WORKER_DEBUG_MODE` (false).
     pub debug_mode: bool,
+    /// `PREFECT_WORKER_EVENTS_ENABLED` (true), `PREFECT_EVENTS_WORKER_MAX_QUEUE_SIZE`,
+    /// `PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED` (true).
+    pub events: crate::events::EventsOptions,
 }
 
 impl Default for WorkerSettings {
@@ -252,6 +255,7 @@ impl Default for WorkerSettings {
             logging_to_api_batch_interval: Duration::from_secs(2),
             logging_to_api_max_log_size: 1_000_000,
             debug_mode: false,
+            events: crate::events::EventsOptions::default(),
         }
     }
 }
@@ -310,6 +314,7 @@ impl WorkerSettings {
             debug_mode: sources
                 .parse_bool("PREFECT_WORKER_DEBUG_MODE")?
                 .unwrap_or(false),
+            events: crate::events::EventsOptions::from_sources(sources)?,
         })
     }
 }

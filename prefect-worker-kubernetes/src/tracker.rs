@@ -8,9 +8,10 @@
 //! Watches start with the first run in a namespace and stay up while the worker lives.
 //! A third, the namespace's `FailedCreate` events (`job_events`), runs only while some run
 //! there waits without a pod.
+//! The same pod watch feeds the pod events ([`PodEventReplicator`]), when they are on.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
@@ -23,6 +24,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::job_events::{self, Change, EventsSource};
+use crate::pod_replicator::PodEventReplicator;
 
 /// A change to a tracked Job or one of its pods.
 #[derive(Debug, Clone)]
@@ -229,6 +231,7 @@ pub struct Tracker {
     selector: String,
     namespaces: Arc<Mutex<HashMap<WatchKey, Watched>>>,
     stop: CancellationToken,
+    pod_events: Arc<OnceLock<PodEventReplicator>>,
 }
 
 /// Waiting on one Job. Dropping it unsubscribes.
@@ -300,7 +303,20 @@ impl Tracker {
             selector: label_selector,
             namespaces: Arc::default(),
             stop: CancellationToken::new(),
+            pod_events: Arc::default(),
         }
+    }
+
+    /// Feeds every pod the watches see to `replicator` (set once, before the first
+    /// watch starts; later calls are ignored).
+    pub fn replicate_pod_events(&self, replicator: PodEventReplicator) {
+        let _ = self.pod_events.set(replicator);
+    }
+
+    /// The pod-event replicator, when pod events are on.
+    #[must_use]
+    pub fn pod_events(&self) -> Option<&PodEventReplicator> {
+        self.pod_events.get()
     }
 
     /// The label selector the watches use.
@@ -369,7 +385,10 @@ impl Tracker {
             self.stop.clone(),
             JobSide,
         ));
-        tokio::spawn(run_watch(pods, config, index, self.stop.clone(), PodSide));
+        let side = PodSide {
+            events: self.pod_events.get().cloned(),
+        };
+        tokio::spawn(run_watch(pods, config, index, self.stop.clone(), side));
     }
 
     /// Stops every watch.
@@ -387,7 +406,9 @@ trait Side<K>: Send + 'static {
 }
 
 struct JobSide;
-struct PodSide;
+struct PodSide {
+    events: Option<PodEventReplicator>,
+}
 
 impl Side<Job> for JobSide {
     fn apply(&self, idx: &mut NamespaceIndex, obj: Job, relisting: bool) {
@@ -408,9 +429,15 @@ impl Side<Job> for JobSide {
 
 impl Side<Pod> for PodSide {
     fn apply(&self, idx: &mut NamespaceIndex, obj: Pod, relisting: bool) {
+        if let Some(r) = &self.events {
+            r.observe(&obj, relisting);
+        }
         idx.apply_pod(obj, relisting);
     }
     fn delete(&self, idx: &mut NamespaceIndex, obj: &Pod) {
+        if let (Some(r), Some(uid)) = (&self.events, obj.metadata.uid.as_deref()) {
+            r.forget(uid);
+        }
         if let Some(n) = obj.metadata.name.as_deref() {
             idx.delete_pod(n);
         }

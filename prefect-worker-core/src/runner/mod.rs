@@ -16,6 +16,7 @@
 mod cancel;
 mod context;
 mod engine;
+mod events;
 pub mod exit_codes;
 pub mod flow_run_logs;
 pub mod health;

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::events::EventsOptions;
 use crate::job_config::{Environment, Versions};
 use crate::settings::WorkerSettings;
 
@@ -50,6 +51,8 @@ pub struct RunnerOptions {
     pub log_batch_interval: Duration,
     /// Longest flow-run log message (`PREFECT_LOGGING_TO_API_MAX_LOG_SIZE`).
     pub max_log_size: usize,
+    /// Events (`/events/in`): on by default; see [`EventsOptions`].
+    pub events: EventsOptions,
 }
 
 impl RunnerOptions {
@@ -85,6 +88,7 @@ impl RunnerOptions {
             logs_to_api: settings.logging_to_api_enabled,
             log_batch_interval: settings.logging_to_api_batch_interval,
             max_log_size: settings.logging_to_api_max_log_size,
+            events: settings.events.clone(),
         }
     }
 
@@ -120,6 +124,13 @@ impl RunnerOptions {
         self.query_interval = query;
         self.heartbeat_interval = heartbeat;
         self.cancellation_poll_interval = cancellation;
+        self
+    }
+
+    /// Sets the events options (e.g. `EventsOptions::default().with_enabled(false)`).
+    #[must_use]
+    pub fn with_events(mut self, events: EventsOptions) -> Self {
+        self.events = events;
         self
     }
 

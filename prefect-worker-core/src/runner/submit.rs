@@ -12,7 +12,8 @@ use super::propose::{PendingOutcome, force_cancelled, propose, propose_crashed, 
 use super::shared_reads::SharedDeployment;
 use super::{RunContext, exit_codes};
 use crate::client::ClientError;
-use crate::client::models::{Deployment, FlowRun, SetStateStatus, StateCreate, StateType};
+use crate::client::models::{Deployment, Flow, FlowRun, SetStateStatus, StateCreate, StateType};
+use crate::events::Event;
 use crate::job_config::{ConfigurationError, PrepareContext, resolve_for_flow_run};
 use crate::runner::flow_run_logs::FlowRunLogger;
 use crate::worker::{RunError, Worker, WorkerResult};
@@ -81,7 +82,7 @@ impl<W: Worker> Inner<W> {
         let Ok(_slot) = self.submissions.clone().acquire_owned().await else {
             return;
         };
-        let (configuration, submitted_at) = match self
+        let (configuration, submitted, submitted_at) = match self
             .prepare_submission(&flow_run, deployment.as_ref(), &logger)
             .await
         {
@@ -116,10 +117,16 @@ impl<W: Worker> Inner<W> {
         let early = tokio::select! {
             r = &mut run => Some(r),
             pid = started => {
-                if let Ok(pid) = pid { self.on_started(&flow_run, &logger, pid).await; }
+                if let Ok(pid) = pid {
+                    self.on_started(&flow_run, &logger, pid.clone()).await;
+                    self.emit_executed(submitted.as_ref(), &pid, 0);
+                }
                 None
             }
         };
+        if let Some(Ok(r)) = &early {
+            self.emit_executed(submitted.as_ref(), &r.identifier, r.status_code);
+        }
         drop(_slot);
         submitting.done();
         let result = match early {
@@ -136,14 +143,14 @@ impl<W: Worker> Inner<W> {
         }
     }
 
-    /// Steps before `run`: the configuration, and when Submitting was accepted (if it
-    /// was). `Ok(None)`: the run is not ours to submit (already logged).
+    /// Steps before `run`: the configuration, the submitted event, and when Submitting was
+    /// accepted (if it was). `Ok(None)`: the run is not ours to submit (already logged).
     async fn prepare_submission(
         &self,
         flow_run: &FlowRun,
         shared_deployment: Option<&SharedDeployment>,
         logger: &FlowRunLogger,
-    ) -> Result<Option<(W::Configuration, Option<Instant>)>, SubmitFailure> {
+    ) -> Result<Option<(W::Configuration, Option<Event>, Option<Instant>)>, SubmitFailure> {
         // 1. Deployment existence check (one read per poll and deployment).
         let deployment = match (flow_run.deployment_id, shared_deployment) {
             (None, _) => None,
@@ -203,12 +210,13 @@ impl<W: Worker> Inner<W> {
             PendingOutcome::NotSubmitted => return Ok(None),
         };
         // 3. Configuration.
-        let configuration = self
+        let (configuration, flow) = self
             .configuration_for(flow_run, deployment.as_ref())
             .await?;
         if !self.verify_claim(flow_run, pending, logger).await {
             return Ok(None);
         }
+        let submitted = self.emit_submitted(flow_run, deployment.as_ref(), &flow);
         // 4. Labels.
         let pool = self.work_pool();
         let mut labels = serde_json::Map::new();
@@ -256,7 +264,7 @@ impl<W: Worker> Inner<W> {
                 None
             }
         };
-        Ok(Some((configuration, submitted_at)))
+        Ok(Some((configuration, submitted, submitted_at)))
     }
 
     /// Whether the run is still in the Pending state this worker's claim created.
@@ -308,7 +316,7 @@ impl<W: Worker> Inner<W> {
             Some(id) => Some(self.client.read_deployment(id).await?),
             None => None,
         };
-        let c = self
+        let (c, _) = self
             .configuration_for(flow_run, deployment.as_ref())
             .await?;
         Ok((c, deployment))
@@ -318,7 +326,7 @@ impl<W: Worker> Inner<W> {
         &self,
         flow_run: &FlowRun,
         deployment: Option<&Deployment>,
-    ) -> Result<W::Configuration, SubmitFailure> {
+    ) -> Result<(W::Configuration, Arc<Flow>), SubmitFailure> {
         let flow = self.flows.get(&self.client, flow_run.flow_id).await?;
         let Some(pool) = self.work_pool() else {
             return Err(SubmitFailure {
@@ -344,7 +352,8 @@ impl<W: Worker> Inner<W> {
             environment: &self.options.environment,
             versions: &self.options.versions,
         };
-        Ok(resolve_for_flow_run::<W::Configuration>(&template, &ctx, &self.client).await?)
+        let c = resolve_for_flow_run::<W::Configuration>(&template, &ctx, &self.client).await?;
+        Ok((c, flow))
     }
 
     async fn on_started(&self, flow_run: &FlowRun, logger: &FlowRunLogger, pid: String) {

@@ -34,6 +34,13 @@ pub struct KubernetesSettings {
     /// Each is a connection to the API server; runs beyond it are tracked as usual but
     /// their output is not copied to stdout (one warning says so). `0`: none.
     pub max_log_streams: usize,
+    /// `OBSERVER_REPLICATE_POD_EVENTS` (true): emit `prefect.kubernetes.pod.*` events.
+    /// `OBSERVER_ENABLED=false` turns them off too (in Python it turns the whole observer
+    /// off; run outcomes here do not depend on it).
+    pub replicate_pod_events: bool,
+    /// `OBSERVER_STARTUP_EVENT_CONCURRENCY` (5): most server lookups at once for pods first
+    /// seen in a list.
+    pub startup_event_concurrency: usize,
 }
 
 impl Default for KubernetesSettings {
@@ -52,6 +59,8 @@ impl Default for KubernetesSettings {
             crashed_run_log_tail_lines: 500,
             adopt_namespaces: Vec::new(),
             max_log_streams: DEFAULT_MAX_LOG_STREAMS,
+            replicate_pod_events: true,
+            startup_event_concurrency: 5,
         }
     }
 }
@@ -123,7 +132,23 @@ impl KubernetesSettings {
             }
             None => d.crashed_run_log_tail_lines,
         };
+        let concurrency = match s.parse::<usize>(
+            &key("OBSERVER_STARTUP_EVENT_CONCURRENCY"),
+            "a whole number ≥ 1",
+        )? {
+            Some(0) => {
+                return Err(SettingsError::InvalidValue {
+                    key: key("OBSERVER_STARTUP_EVENT_CONCURRENCY"),
+                    expected: "a whole number ≥ 1",
+                });
+            }
+            Some(n) => n,
+            None => d.startup_event_concurrency,
+        };
         Ok(Self {
+            replicate_pod_events: boolean(s, &[key("OBSERVER_ENABLED")], true)?
+                && boolean(s, &[key("OBSERVER_REPLICATE_POD_EVENTS")], true)?,
+            startup_event_concurrency: concurrency,
             api_key_secret: get(s, "WORKER_API_KEY_SECRET_NAME").map(|n| {
                 (
                     n.to_owned(),
@@ -216,6 +241,22 @@ mod tests {
         assert_eq!(s.max_log_streams, DEFAULT_MAX_LOG_STREAMS);
         assert_eq!(s.pending_timeout, Some(Duration::from_secs(90)));
         assert_eq!(s.auth_string_secret, None, "both name and key are needed");
+        for (k, v) in [
+            (
+                "PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_REPLICATE_POD_EVENTS",
+                "false",
+            ),
+            ("PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_ENABLED", "0"),
+        ] {
+            let s = KubernetesSettings::from_sources(&sources(&[(k, v)])).unwrap();
+            assert!(!s.replicate_pod_events, "{k}");
+        }
+        let s = KubernetesSettings::from_sources(&sources(&[(
+            "PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_STARTUP_EVENT_CONCURRENCY",
+            "2",
+        )]))
+        .unwrap();
+        assert_eq!(s.startup_event_concurrency, 2);
     }
 
     #[test]
