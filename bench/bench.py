@@ -77,7 +77,11 @@ def main() -> int:
     ap.add_argument("--query-seconds", type=float, default=None,
                     help="PREFECT_WORKER_QUERY_SECONDS for the workers (default: theirs, 10 s; --smoke: 1 s)")
     ap.add_argument("--timeout", type=float, default=900, help="longest single wait, seconds")
+    ap.add_argument("--report-only", action="store_true", help="rewrite the report from the stored results")
     args = ap.parse_args()
+    if args.report_only:
+        write_report(Path(args.results), Path(args.out), machine_and_versions(args))
+        return 0
 
     sizes = dict(SMOKE if args.smoke else FULL)
     for kv in args.set:
