@@ -19,7 +19,7 @@ use prefect_worker_core::runner::RunContext;
 use prefect_worker_core::worker::{KillError, RunError, Worker, WorkerResult};
 use serde_json::Value;
 
-pub use logs::{OutputSink, stdout_sink};
+pub use logs::{LogStreamLimit, OutputSink, stdout_sink};
 pub use settings::KubernetesSettings;
 
 use crate::clients::{ClientCache, cluster_key};
@@ -92,6 +92,8 @@ pub struct KubernetesWorker {
     clients: ClientCache,
     tracker: Tracker,
     output: OutputSink,
+    /// Bounds the `stream_output` streams open at once.
+    log_streams: LogStreamLimit,
     /// API-key Secrets this worker upserted: (client, namespace, name), deleted at teardown.
     created_secrets: Mutex<Vec<(kube::Client, String, String)>>,
     /// Secret permissions RBAC refused, so that each is warned about once.
@@ -115,6 +117,7 @@ impl KubernetesWorker {
         let selector = label_selector(&options.worker_name);
         Self {
             worker_name: options.worker_name,
+            log_streams: LogStreamLimit::new(options.settings.max_log_streams),
             settings: options.settings,
             clients: options.clients,
             tracker: Tracker::new(selector),
@@ -128,6 +131,12 @@ impl KubernetesWorker {
     #[must_use]
     pub fn tracker(&self) -> &Tracker {
         &self.tracker
+    }
+
+    /// The `stream_output` log streams open now.
+    #[must_use]
+    pub fn log_streams_open(&self) -> usize {
+        self.log_streams.open()
     }
 
     fn limits(&self, configuration: &KubernetesWorkerJobConfiguration) -> Limits {
