@@ -39,6 +39,7 @@
 pub mod clients;
 pub mod configuration;
 pub mod diagnosis;
+mod job_events;
 pub mod metrics;
 pub mod pod_events;
 pub mod pod_replicator;

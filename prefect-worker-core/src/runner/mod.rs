@@ -23,6 +23,7 @@ pub mod health;
 mod options;
 mod poll;
 mod propose;
+mod shared_reads;
 mod submit;
 mod sync;
 

@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::engine::{Inner, Tracked};
+use super::shared_reads::PollDeployments;
 use crate::client::ClientError;
 use crate::worker::Worker;
 
@@ -43,6 +44,8 @@ impl<W: Worker> Inner<W> {
         };
         self.health.polled();
         self.metrics.polled();
+        // The runs of this poll share one read per deployment.
+        let mut deployments = PollDeployments::default();
         for item in runs {
             let flow_run = item.flow_run;
             if self.lock_tracked().contains_key(&flow_run.id) {
@@ -77,12 +80,15 @@ impl<W: Worker> Inner<W> {
                 "Worker '{}' submitting flow run '{}'",
                 self.options.worker_name, flow_run.id
             ));
+            let deployment = flow_run
+                .deployment_id
+                .map(|id| deployments.for_deployment(id));
             let me = self.clone();
             let span = super::flow_run_logs::flow_run_span(flow_run.id);
             self.runs.spawn(
                 async move {
                     let _limit = limit_permit;
-                    me.submit_and_run(flow_run, logger).await;
+                    me.submit_and_run(flow_run, deployment, logger).await;
                 }
                 .instrument(span),
             );

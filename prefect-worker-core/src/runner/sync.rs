@@ -9,7 +9,7 @@ use tracing::Instrument;
 use super::RunContext;
 use super::engine::{Inner, Tracked};
 use crate::client::ClientError;
-use crate::client::models::WorkPoolCreate;
+use crate::client::models::{WorkPool, WorkPoolCreate};
 use crate::worker::Worker;
 
 impl<W: Worker> Inner<W> {
@@ -62,7 +62,13 @@ impl<W: Worker> Inner<W> {
             }
             Err(e) => return Err(e),
         };
-        let mut pool = pool;
+        self.install_pool(pool).await
+    }
+
+    /// Caches `pool` as the runner's pool, after giving an empty pool the worker's default
+    /// template and warning about a type mismatch. Always `Ok(true)` unless the PATCH fails.
+    pub(super) async fn install_pool(&self, mut pool: WorkPool) -> Result<bool, ClientError> {
+        let name = &self.options.work_pool_name;
         if pool.base_job_template.is_empty() {
             let template = self.worker.default_base_job_template();
             self.client

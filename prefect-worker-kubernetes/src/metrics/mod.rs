@@ -10,6 +10,7 @@
 //! | `prefect_worker_kubernetes_watch_relists_total` | counter | `namespace`, `resource` |
 //! | `prefect_worker_kubernetes_watched_namespaces` | gauge | |
 //! | `prefect_worker_kubernetes_log_streams_open` | gauge | |
+//! | `prefect_worker_kubernetes_log_streams_skipped_total` | counter | |
 //! | `prefect_worker_kubernetes_pod_start_duration_seconds` | histogram | |
 //! | `prefect_worker_kubernetes_diagnoses_total` | counter | `diagnosis` |
 //!
@@ -79,6 +80,7 @@ struct Families {
     watch_relists: Family<WatchLabels, Counter>,
     watched_namespaces: Gauge,
     log_streams_open: Gauge,
+    log_streams_skipped: Counter,
     pod_start: Histogram,
     diagnoses: Family<DiagnosisLabels, Counter>,
 }
@@ -100,6 +102,7 @@ impl KubernetesMetrics {
             watch_relists: Family::default(),
             watched_namespaces: Gauge::default(),
             log_streams_open: Gauge::default(),
+            log_streams_skipped: Counter::default(),
             pod_start: Histogram::new(POD_START_BUCKETS),
             diagnoses: Family::default(),
         };
@@ -132,6 +135,11 @@ impl KubernetesMetrics {
             "prefect_worker_kubernetes_log_streams_open",
             "Pod log streams open for stream_output.",
             f.log_streams_open.clone(),
+        );
+        metrics.register(
+            "prefect_worker_kubernetes_log_streams_skipped",
+            "Runs whose stream_output was skipped because PREFECT_INTEGRATIONS_KUBERNETES_WORKER_MAX_LOG_STREAMS streams were open.",
+            f.log_streams_skipped.clone(),
         );
         metrics.register(
             "prefect_worker_kubernetes_pod_start_duration_seconds",
@@ -204,6 +212,11 @@ impl KubernetesMetrics {
     pub(crate) fn log_stream_opened(&self) -> LogStreamGuard {
         self.f.log_streams_open.inc();
         LogStreamGuard(self.clone())
+    }
+
+    /// A run's `stream_output` was skipped: the log-stream bound was reached.
+    pub(crate) fn log_stream_skipped(&self) {
+        self.f.log_streams_skipped.inc();
     }
 
     pub(crate) fn pod_started(&self, since_created: Duration) {

@@ -20,7 +20,7 @@ use prefect_worker_core::runner::RunContext;
 use prefect_worker_core::worker::{KillError, RunError, Worker, WorkerResult};
 use serde_json::Value;
 
-pub use logs::{OutputSink, stdout_sink};
+pub use logs::{LogStreamLimit, OutputSink, stdout_sink};
 pub use settings::KubernetesSettings;
 
 use crate::clients::{ClientCache, cluster_key};
@@ -107,6 +107,8 @@ pub struct KubernetesWorker {
     tracker: Tracker,
     output: OutputSink,
     metrics: Option<KubernetesMetrics>,
+    /// Bounds the `stream_output` streams open at once.
+    log_streams: LogStreamLimit,
     /// API-key Secrets this worker upserted: (client, namespace, name), deleted at teardown.
     created_secrets: Mutex<Vec<(kube::Client, String, String)>>,
     /// Secret permissions RBAC refused, so that each is warned about once.
@@ -131,6 +133,7 @@ impl KubernetesWorker {
         let metrics = options.metrics.as_ref().map(KubernetesMetrics::register);
         Self {
             worker_name: options.worker_name,
+            log_streams: LogStreamLimit::new(options.settings.max_log_streams),
             settings: options.settings,
             clients: options.clients.with_metrics(metrics.clone()),
             tracker: Tracker::new(selector).with_metrics(metrics.clone()),
@@ -145,6 +148,12 @@ impl KubernetesWorker {
     #[must_use]
     pub fn tracker(&self) -> &Tracker {
         &self.tracker
+    }
+
+    /// The `stream_output` log streams open now.
+    #[must_use]
+    pub fn log_streams_open(&self) -> usize {
+        self.log_streams.open()
     }
 
     fn limits(&self, configuration: &KubernetesWorkerJobConfiguration) -> Limits {
