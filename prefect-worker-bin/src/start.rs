@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use prefect_worker_core::client::models::WorkPool;
 use prefect_worker_core::client::{ClientError, ClientOptions, PrefectClient};
+use prefect_worker_core::metrics::Metrics;
 use prefect_worker_core::runner::{Runner, RunnerOptions, health};
 use prefect_worker_core::settings::{SettingsSources, WorkerSettings};
 use prefect_worker_kubernetes::{KubernetesSettings, KubernetesWorker, KubernetesWorkerOptions};
@@ -87,6 +88,8 @@ pub fn show_config(args: &StartArgs) -> Result<ExitCode> {
         "limit": r.limit,
         "create_pool_if_not_found": r.create_pool_if_not_found,
         "webserver": format!("{}:{}", r.settings.webserver_host, r.settings.webserver_port),
+        "with_healthcheck": args.with_healthcheck,
+        "with_metrics": args.with_metrics,
         "logging_to_api_enabled": r.settings.logging_to_api_enabled,
         "pending_timeout_seconds": r.kubernetes.pending_timeout.map(|d| d.as_secs_f64()),
         "events_enabled": r.settings.events.enabled,
@@ -143,14 +146,20 @@ pub async fn start(args: StartArgs) -> Result<ExitCode> {
     runner_options.base_job_template = base_job_template;
     runner_options.max_concurrent_submissions = args.max_concurrent_submissions.max(1);
 
-    let worker = KubernetesWorker::new(
-        KubernetesWorkerOptions::new(&r.name).with_settings(r.kubernetes.clone()),
-    );
+    let mut worker_options =
+        KubernetesWorkerOptions::new(&r.name).with_settings(r.kubernetes.clone());
+    let metrics = args.with_metrics.then(Metrics::new);
+    if let Some(m) = &metrics {
+        runner_options = runner_options.with_metrics(m);
+        worker_options = worker_options.with_metrics(m);
+    }
+    let worker = KubernetesWorker::new(worker_options);
     let runner = Runner::new(worker, client.clone(), runner_options);
     let shutdown = CancellationToken::new();
 
-    // Health first, before any API call, as Python's CLI.
-    if args.with_healthcheck {
+    // The web server first, before any API call, as Python's CLI: /health with
+    // --with-healthcheck, /metrics with --with-metrics.
+    if args.with_healthcheck || metrics.is_some() {
         let addr: SocketAddr = format!(
             "{}:{}",
             r.settings.webserver_host, r.settings.webserver_port
@@ -158,9 +167,12 @@ pub async fn start(args: StartArgs) -> Result<ExitCode> {
         .parse()
         .context("PREFECT_WORKER_WEBSERVER_HOST/PORT do not form a valid address")?;
         let stop = shutdown.clone();
-        health::serve(addr, runner.health(), async move { stop.cancelled().await })
+        let app = health::router_with(args.with_healthcheck.then(|| runner.health()), metrics);
+        health::serve_router(addr, app, async move { stop.cancelled().await })
             .await
-            .with_context(|| format!("cannot serve the health check on {addr}"))?;
+            .with_context(|| {
+                format!("cannot serve the web server (health check, metrics) on {addr}")
+            })?;
     }
 
     let pool = precheck(

@@ -3,6 +3,7 @@
 pub mod client;
 pub mod events;
 pub mod job_config;
+pub mod metrics;
 pub mod runner;
 pub mod settings;
 pub mod slug;

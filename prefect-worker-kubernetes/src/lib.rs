@@ -32,12 +32,15 @@
 //! [`diagnosis`], [`run_watch`] and [`pod_events`] (pure: Kubernetes objects → diagnoses,
 //! outcomes and pod events),
 //! [`tracker`] (the shared watches), [`clients`] (clients per cluster), [`worker`] (the
-//! `Worker` implementation: secrets, Job creation, waiting, cancellation, adoption).
+//! `Worker` implementation: secrets, Job creation, waiting, cancellation, adoption),
+//! [`metrics`] (its Prometheus families, with
+//! [`KubernetesWorkerOptions::with_metrics`]).
 
 pub mod clients;
 pub mod configuration;
 pub mod diagnosis;
 mod job_events;
+pub mod metrics;
 pub mod pod_events;
 pub mod pod_replicator;
 pub mod run_watch;

@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::job_events::{self, Change, EventsSource};
+use crate::metrics::KubernetesMetrics;
 use crate::pod_replicator::PodEventReplicator;
 
 /// A change to a tracked Job or one of its pods.
@@ -232,6 +233,7 @@ pub struct Tracker {
     namespaces: Arc<Mutex<HashMap<WatchKey, Watched>>>,
     stop: CancellationToken,
     pod_events: Arc<OnceLock<PodEventReplicator>>,
+    metrics: Option<KubernetesMetrics>,
 }
 
 /// Waiting on one Job. Dropping it unsubscribes.
@@ -304,7 +306,15 @@ impl Tracker {
             namespaces: Arc::default(),
             stop: CancellationToken::new(),
             pod_events: Arc::default(),
+            metrics: None,
         }
+    }
+
+    /// Counts the watches' restarts and relists, by namespace, in `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Option<KubernetesMetrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Feeds every pod the watches see to `replicator` (set once, before the first
@@ -378,17 +388,33 @@ impl Tracker {
         let jobs: Api<Job> = Api::namespaced(client.clone(), &key.namespace);
         let pods: Api<Pod> = Api::namespaced(client, &key.namespace);
         tracing::info!(namespace = %key.namespace, selector = %self.selector, "watching Jobs and Pods");
+        if let Some(m) = &self.metrics {
+            m.watching(&key.namespace);
+        }
+        let counts = |resource| WatchCounts {
+            metrics: self.metrics.clone(),
+            namespace: key.namespace.clone(),
+            resource,
+        };
         tokio::spawn(run_watch(
             jobs,
             config.clone(),
             index.clone(),
             self.stop.clone(),
             JobSide,
+            counts("jobs"),
         ));
         let side = PodSide {
             events: self.pod_events.get().cloned(),
         };
-        tokio::spawn(run_watch(pods, config, index, self.stop.clone(), side));
+        tokio::spawn(run_watch(
+            pods,
+            config,
+            index,
+            self.stop.clone(),
+            side,
+            counts("pods"),
+        ));
     }
 
     /// Stops every watch.
@@ -450,12 +476,20 @@ impl Side<Pod> for PodSide {
     }
 }
 
+/// Where one watch's restarts and relists are counted.
+struct WatchCounts {
+    metrics: Option<KubernetesMetrics>,
+    namespace: String,
+    resource: &'static str,
+}
+
 async fn run_watch<K, S>(
     api: Api<K>,
     config: watcher::Config,
     index: Arc<Mutex<NamespaceIndex>>,
     stop: CancellationToken,
     side: S,
+    counts: WatchCounts,
 ) where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
     S: Side<K>,
@@ -473,12 +507,18 @@ async fn run_watch<K, S>(
             Err(e) => {
                 // The back-off wrapper retries; the index keeps its last known state.
                 tracing::warn!(error = %e, "watch error; retrying");
+                if let Some(m) = &counts.metrics {
+                    m.watch_restarted(&counts.namespace, counts.resource);
+                }
                 continue;
             }
         };
         let mut idx = lock(&index);
         match event {
             Event::Init => {
+                if let Some(m) = &counts.metrics {
+                    m.watch_relisted(&counts.namespace, counts.resource);
+                }
                 relisting = true;
                 side.start_relist(&mut idx);
             }

@@ -16,6 +16,7 @@ use super::{HealthState, LogShipper, RunnerOptions};
 use crate::client::models::WorkPool;
 use crate::client::{ClientError, PrefectClient};
 use crate::events::{EventEmitter, EventsTask, WorkerEvents};
+use crate::metrics::runner::RunRecorder;
 use crate::worker::Worker;
 
 /// Why the runner stopped on its own.
@@ -64,6 +65,7 @@ pub(super) struct Inner<W: Worker> {
     /// Flows read so far (a flow's name never changes).
     pub(super) flows: FlowCache,
     pub(super) events: RunnerEvents,
+    pub(super) metrics: RunRecorder,
     /// Tells run tasks to stop waiting on their infrastructure (shutdown).
     pub(super) stop_runs: CancellationToken,
     pub(super) runs: TaskTracker,
@@ -114,6 +116,11 @@ impl<W: Worker> Runner<W> {
                 &options.versions.prefect_version,
             ),
         );
+        if let Some(m) = &options.metrics {
+            client.attach_metrics(m);
+            crate::metrics::register_events(m, events.emitter.clone());
+        }
+        let metrics = RunRecorder::new(options.metrics.clone());
         let limiter = options.limit.map(|n| Arc::new(Semaphore::new(n)));
         let submissions = Arc::new(Semaphore::new(options.max_concurrent_submissions.max(1)));
         let inner = Arc::new(Inner {
@@ -129,9 +136,20 @@ impl<W: Worker> Runner<W> {
             logs,
             flows: FlowCache::default(),
             events,
+            metrics,
             stop_runs: CancellationToken::new(),
             runs: TaskTracker::new(),
         });
+        let tracked = Arc::downgrade(&inner);
+        let submitting = inner.submitting.subscribe();
+        inner.metrics.register_gauges(
+            move || {
+                tracked
+                    .upgrade()
+                    .map_or(0, |i| i.lock_tracked().len() as i64)
+            },
+            move || *submitting.borrow() as i64,
+        );
         Self {
             inner,
             log_task,

@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use crate::events::EventsOptions;
 use crate::job_config::{Environment, Versions};
+use crate::metrics::Metrics;
 use crate::settings::WorkerSettings;
 
 /// Options of a runner. Build with [`RunnerOptions::new`] and the `with_*` methods, or
@@ -53,6 +54,9 @@ pub struct RunnerOptions {
     pub max_log_size: usize,
     /// Events (`/events/in`): on by default; see [`EventsOptions`].
     pub events: EventsOptions,
+    /// Where the runner, its API client and its events record metrics. `None` (the
+    /// default): no metrics.
+    pub metrics: Option<Metrics>,
 }
 
 impl RunnerOptions {
@@ -89,6 +93,7 @@ impl RunnerOptions {
             log_batch_interval: settings.logging_to_api_batch_interval,
             max_log_size: settings.logging_to_api_max_log_size,
             events: settings.events.clone(),
+            metrics: None,
         }
     }
 
@@ -131,6 +136,15 @@ impl RunnerOptions {
     #[must_use]
     pub fn with_events(mut self, events: EventsOptions) -> Self {
         self.events = events;
+        self
+    }
+
+    /// Records metrics into `metrics`: the runner's flow runs, its API client's requests
+    /// and its events (see [`crate::metrics`]). Hand the same registry to the worker's
+    /// options for its own families.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: &Metrics) -> Self {
+        self.metrics = Some(metrics.clone());
         self
     }
 

@@ -43,6 +43,7 @@ impl<W: Worker> Inner<W> {
             Err(e) => return Err(e),
         };
         self.health.polled();
+        self.metrics.polled();
         // The runs of this poll share one read per deployment.
         let mut deployments = PollDeployments::default();
         for item in runs {

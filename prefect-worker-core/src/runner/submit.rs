@@ -15,6 +15,7 @@ use crate::client::ClientError;
 use crate::client::models::{Deployment, Flow, FlowRun, SetStateStatus, StateCreate, StateType};
 use crate::events::Event;
 use crate::job_config::{ConfigurationError, PrepareContext, resolve_for_flow_run};
+use crate::metrics::runner::{CrashReason, RunOutcome};
 use crate::runner::flow_run_logs::FlowRunLogger;
 use crate::worker::{RunError, Worker, WorkerResult};
 
@@ -82,6 +83,7 @@ impl<W: Worker> Inner<W> {
         let Ok(_slot) = self.submissions.clone().acquire_owned().await else {
             return;
         };
+        let claim_started = std::time::Instant::now();
         let (configuration, submitted, submitted_at) = match self
             .prepare_submission(&flow_run, deployment.as_ref(), &logger)
             .await
@@ -97,6 +99,7 @@ impl<W: Worker> Inner<W> {
                     flow_run.name
                 ));
                 let message = format!("Failed to submit flow run to infrastructure: {failure}");
+                self.metrics.crashed(CrashReason::SubmissionFailed);
                 propose_crashed(&self.client, &flow_run, &message, &logger).await;
                 self.untrack(flow_run.id);
                 return;
@@ -118,6 +121,7 @@ impl<W: Worker> Inner<W> {
             r = &mut run => Some(r),
             pid = started => {
                 if let Ok(pid) = pid {
+                    self.metrics.submitted(claim_started.elapsed());
                     self.on_started(&flow_run, &logger, pid.clone()).await;
                     self.emit_executed(submitted.as_ref(), &pid, 0);
                 }
@@ -206,7 +210,10 @@ impl<W: Worker> Inner<W> {
             }
         }
         let pending = match propose_pending(&self.client, flow_run, logger).await {
-            PendingOutcome::Accepted(id) => id,
+            PendingOutcome::Accepted(id) => {
+                self.metrics.claimed();
+                id
+            }
             PendingOutcome::NotSubmitted => return Ok(None),
         };
         // 3. Configuration.
@@ -214,6 +221,7 @@ impl<W: Worker> Inner<W> {
             .configuration_for(flow_run, deployment.as_ref())
             .await?;
         if !self.verify_claim(flow_run, pending, logger).await {
+            self.metrics.finished(RunOutcome::ClaimLost);
             return Ok(None);
         }
         let submitted = self.emit_submitted(flow_run, deployment.as_ref(), &flow);
@@ -255,6 +263,7 @@ impl<W: Worker> Inner<W> {
                     flow_run.id,
                     r.details.reason.unwrap_or_default()
                 ));
+                self.metrics.finished(RunOutcome::ClaimLost);
                 return Ok(None);
             }
             Ok(r) if r.status == SetStateStatus::Accept => Some(Instant::now()),
@@ -387,6 +396,7 @@ impl<W: Worker> Inner<W> {
             });
         if cancelling {
             // The cancellation loop stopped this infrastructure and reports Cancelled itself.
+            self.metrics.finished(RunOutcome::Cancelled);
             self.untrack(flow_run.id);
             return;
         }
@@ -404,11 +414,13 @@ impl<W: Worker> Inner<W> {
                             ))
                     {
                         tracing::info!(flow_run_id = %flow_run.id, state = %t, "infrastructure ended; the flow run is already {t}");
+                        self.metrics.finished(RunOutcome::Failed);
                         self.untrack(flow_run.id);
                         return;
                     }
                 }
                 Err(ClientError::NotFound(_)) => {
+                    self.metrics.finished(RunOutcome::Deleted);
                     self.untrack(flow_run.id);
                     return;
                 }
@@ -419,9 +431,15 @@ impl<W: Worker> Inner<W> {
         }
         match result {
             Ok(r) if r.status_code == 0 => {
+                self.metrics.finished(RunOutcome::Completed);
                 tracing::info!(flow_run_id = %flow_run.id, identifier = %r.identifier, "infrastructure finished");
             }
             Ok(r) => {
+                self.metrics.crashed(if r.status_code == -1 {
+                    CrashReason::NoExitCode
+                } else {
+                    CrashReason::ExitCode
+                });
                 let message = exit_codes::crashed_message(r.status_code, r.detail.as_deref());
                 propose_crashed(&self.client, flow_run, &message, logger).await;
                 if r.status_code != -1 {
@@ -429,6 +447,7 @@ impl<W: Worker> Inner<W> {
                 }
             }
             Err(e) if !started => {
+                self.metrics.crashed(CrashReason::SubmissionFailed);
                 logger.error(format!(
                     "Failed to submit flow run '{}' to infrastructure.",
                     flow_run.name
@@ -440,6 +459,7 @@ impl<W: Worker> Inner<W> {
                 propose_crashed(&self.client, flow_run, &message, logger).await;
             }
             Err(e) => {
+                self.metrics.crashed(CrashReason::InfrastructureError);
                 let message = format!(
                     "Flow run infrastructure failed: {}: {}",
                     e.type_name, e.message

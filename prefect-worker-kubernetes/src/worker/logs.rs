@@ -12,6 +12,7 @@ use kube::api::{Api, LogParams};
 use prefect_worker_core::runner::{FlowRunLogger, Level};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
+use crate::metrics::KubernetesMetrics;
 use crate::run_watch::PRIMARY_CONTAINER;
 
 /// Where `stream_output` lines go: `(flow run name, line)`. Defaults to the process's stdout.
@@ -142,12 +143,16 @@ pub async fn stream_output(
     mut pods: watch::Receiver<Option<String>>,
     sink: OutputSink,
     limit: LogStreamLimit,
+    metrics: Option<KubernetesMetrics>,
 ) {
     // Take a slot only once there is a pod to follow: Jobs waiting for pods hold none.
     if pods.wait_for(Option::is_some).await.is_err() {
         return;
     }
     let Some(_slot) = limit.try_open(&run_name) else {
+        if let Some(m) = &metrics {
+            m.log_stream_skipped();
+        }
         return;
     };
     let api: Api<Pod> = Api::namespaced(client, &namespace);
@@ -172,6 +177,7 @@ pub async fn stream_output(
         };
         match api.log_stream(&pod, &params).await {
             Ok(stream) => {
+                let _open = metrics.as_ref().map(KubernetesMetrics::log_stream_opened);
                 let mut lines = stream.lines();
                 loop {
                     let next = tokio::select! {

@@ -15,6 +15,7 @@ use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, DeleteParams, ListParams, PropagationPolicy};
 use prefect_worker_core::client::models::{FlowRun, WorkPool};
 use prefect_worker_core::events::EventEmitter;
+use prefect_worker_core::metrics::Metrics;
 use prefect_worker_core::runner::RunContext;
 use prefect_worker_core::worker::{KillError, RunError, Worker, WorkerResult};
 use serde_json::Value;
@@ -24,6 +25,7 @@ pub use settings::KubernetesSettings;
 
 use crate::clients::{ClientCache, cluster_key};
 use crate::configuration::KubernetesWorkerJobConfiguration;
+use crate::metrics::KubernetesMetrics;
 use crate::pod_replicator::PodEventReplicator;
 use crate::run_watch::Limits;
 use crate::tracker::{Tracker, WatchKey};
@@ -40,6 +42,9 @@ pub struct KubernetesWorkerOptions {
     pub clients: ClientCache,
     /// Where `stream_output` lines go (default: stdout).
     pub output: OutputSink,
+    /// The registry this worker's metric families go into (default: none; see
+    /// [`crate::metrics`]).
+    pub metrics: Option<Metrics>,
 }
 
 impl std::fmt::Debug for KubernetesWorkerOptions {
@@ -60,7 +65,16 @@ impl KubernetesWorkerOptions {
             settings: KubernetesSettings::default(),
             clients: ClientCache::default(),
             output: stdout_sink(),
+            metrics: None,
         }
+    }
+
+    /// Records this worker's metrics (Kubernetes requests, watches, log streams, pod
+    /// start latency, diagnoses) into `metrics`, the registry the runner was given.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: &Metrics) -> Self {
+        self.metrics = Some(metrics.clone());
+        self
     }
 
     /// Sets the settings.
@@ -92,6 +106,7 @@ pub struct KubernetesWorker {
     clients: ClientCache,
     tracker: Tracker,
     output: OutputSink,
+    metrics: Option<KubernetesMetrics>,
     /// Bounds the `stream_output` streams open at once.
     log_streams: LogStreamLimit,
     /// API-key Secrets this worker upserted: (client, namespace, name), deleted at teardown.
@@ -115,13 +130,15 @@ impl KubernetesWorker {
     #[must_use]
     pub fn new(options: KubernetesWorkerOptions) -> Self {
         let selector = label_selector(&options.worker_name);
+        let metrics = options.metrics.as_ref().map(KubernetesMetrics::register);
         Self {
             worker_name: options.worker_name,
             log_streams: LogStreamLimit::new(options.settings.max_log_streams),
             settings: options.settings,
-            clients: options.clients,
-            tracker: Tracker::new(selector),
+            clients: options.clients.with_metrics(metrics.clone()),
+            tracker: Tracker::new(selector).with_metrics(metrics.clone()),
             output: options.output,
+            metrics,
             created_secrets: Mutex::new(Vec::new()),
             missing_permissions: permissions::MissingPermissions::default(),
         }
@@ -258,6 +275,7 @@ impl Worker for KubernetesWorker {
             "Kubernetes job '{job_name}' created in namespace '{job_ns}'"
         ));
         ctx.started(format!("{job_ns}:{job_name}"));
+        let created = std::time::Instant::now();
         let key = WatchKey {
             cluster: cluster_key(cluster_value(&configuration).as_ref()),
             namespace: job_ns,
@@ -268,6 +286,7 @@ impl Worker for KubernetesWorker {
             name: job_name,
             stream_output: configuration.stream_output,
             limits: self.limits(&configuration),
+            created: Some(created),
         };
         Ok(self.wait_for_job(flow_run, job_ref, &ctx).await)
     }
@@ -376,6 +395,7 @@ impl Worker for KubernetesWorker {
             name: name.to_owned(),
             stream_output: configuration.stream_output,
             limits: self.limits(&configuration),
+            created: None,
         };
         Ok(self.wait_for_job(flow_run, job_ref, &ctx).await)
     }

@@ -37,6 +37,9 @@ pub(super) struct JobRef<'a> {
     pub name: String,
     pub stream_output: bool,
     pub limits: Limits,
+    /// When this worker created the Job (`None` for adopted Jobs): the start of the pod
+    /// start latency.
+    pub created: Option<Instant>,
 }
 
 impl KubernetesWorker {
@@ -58,6 +61,7 @@ impl KubernetesWorker {
                 pod_rx,
                 self.output.clone(),
                 self.log_streams.clone(),
+                self.metrics.clone(),
             ))
         });
         // When the Job, seen without a pod, should ask for its events; and whether it has.
@@ -83,7 +87,13 @@ impl KubernetesWorker {
                     Some(Observation::JobDeleted(_)) => state.on_job_deleted(),
                     Some(Observation::Pod(p)) => {
                         let name = p.metadata.name.clone();
+                        let was_started = state.has_started();
                         let actions = state.on_pod(Pod::clone(&p), Instant::now());
+                        if let (false, true, Some(m), Some(created)) =
+                            (was_started, state.has_started(), &self.metrics, job.created)
+                        {
+                            m.pod_started(created.elapsed());
+                        }
                         if state.has_started() || pod_tx.borrow().is_none() {
                             pod_tx.send_replace(name);
                         }
@@ -143,6 +153,9 @@ impl KubernetesWorker {
         while let Some(action) = queue.pop_front() {
             match action {
                 Action::Log(d) => {
+                    if let Some(m) = &self.metrics {
+                        m.diagnosed(d.category);
+                    }
                     let level = match d.level {
                         DiagnosisLevel::Error => Level::Error,
                         DiagnosisLevel::Warning => Level::Warning,

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod chart;
+pub mod exposition;
 pub mod k8s;
 pub mod proxy;
 pub mod recording;
