@@ -110,6 +110,16 @@ fn settings_precedence_is_flag_then_env_then_profile_then_default() {
     let d = config(bin().args(["config", "--pool", "x"]));
     assert_eq!(d["prefetch_seconds"], 10);
     assert_eq!(d["query_seconds"], 10.0);
+    assert_eq!(d["enable_cancellation"], true);
+    assert_eq!(d["enable_channel"], true);
+    let off = config(
+        bin()
+            .args(["config", "--pool", "x"])
+            .env("PREFECT_WORKER_ENABLE_CANCELLATION", "false")
+            .env("PREFECT_WORKER_ENABLE_CHANNEL", "false"),
+    );
+    assert_eq!(off["enable_cancellation"], false);
+    assert_eq!(off["enable_channel"], false);
     // Profile.
     let p = config(&mut base());
     assert_eq!(p["profile"], "p");

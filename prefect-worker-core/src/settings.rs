@@ -235,6 +235,16 @@ pub struct WorkerSettings {
     pub logging_to_api_max_log_size: usize,
     /// `PREFECT_WORKER_DEBUG_MODE` (false).
     pub debug_mode: bool,
+    /// `PREFECT_WORKER_ENABLE_CANCELLATION`: the runner's own cancellation loop (kill the
+    /// infrastructure of CANCELLING runs it started, then set Cancelled). Unset means on
+    /// here (Python's default is off and its loop only covers runs still being submitted;
+    /// see docs/compatibility.md); `false` turns it off, leaving Job teardown to the
+    /// server's cancelling-timeout cleanup delivered over the worker channel.
+    pub enable_cancellation: bool,
+    /// `PREFECT_WORKER_ENABLE_CHANNEL` (true): use the 3.9 worker channel websocket when the
+    /// server offers it. Upstream has no such setting (the channel is opportunistic there);
+    /// `false` keeps the worker on REST heartbeats and pool reads, without cleanup delivery.
+    pub enable_channel: bool,
 }
 
 impl Default for WorkerSettings {
@@ -252,6 +262,8 @@ impl Default for WorkerSettings {
             logging_to_api_batch_interval: Duration::from_secs(2),
             logging_to_api_max_log_size: 1_000_000,
             debug_mode: false,
+            enable_cancellation: true,
+            enable_channel: true,
         }
     }
 }
@@ -310,6 +322,12 @@ impl WorkerSettings {
             debug_mode: sources
                 .parse_bool("PREFECT_WORKER_DEBUG_MODE")?
                 .unwrap_or(false),
+            enable_cancellation: sources
+                .parse_bool("PREFECT_WORKER_ENABLE_CANCELLATION")?
+                .unwrap_or(d.enable_cancellation),
+            enable_channel: sources
+                .parse_bool("PREFECT_WORKER_ENABLE_CHANNEL")?
+                .unwrap_or(d.enable_channel),
         })
     }
 }
@@ -349,6 +367,27 @@ mod tests {
         let e = WorkerSettings::from_sources(&s).unwrap_err().to_string();
         assert!(e.contains("PREFECT_WORKER_QUERY_SECONDS"), "{e}");
         assert!(!e.contains("sekrit"), "{e}");
+    }
+
+    #[test]
+    fn cancellation_loop_and_channel_are_on_unless_turned_off() {
+        let w = WorkerSettings::from_sources(&SettingsSources::default()).unwrap();
+        assert!(w.enable_cancellation && w.enable_channel);
+        let s = SettingsSources::new(
+            map(&[
+                ("PREFECT_WORKER_ENABLE_CANCELLATION", "false"),
+                ("PREFECT_WORKER_ENABLE_CHANNEL", "0"),
+            ]),
+            IndexMap::new(),
+        );
+        let w = WorkerSettings::from_sources(&s).unwrap();
+        assert!(!w.enable_cancellation && !w.enable_channel);
+        let s = SettingsSources::new(
+            map(&[("PREFECT_WORKER_ENABLE_CHANNEL", "maybe")]),
+            IndexMap::new(),
+        );
+        let e = WorkerSettings::from_sources(&s).unwrap_err().to_string();
+        assert!(e.contains("PREFECT_WORKER_ENABLE_CHANNEL"), "{e}");
     }
 
     #[test]

@@ -28,6 +28,13 @@ pub struct RunnerOptions {
     /// How often this worker's CANCELLING runs are looked up
     /// (`PREFECT_WORKER_CANCELLATION_POLL_SECONDS`).
     pub cancellation_poll_interval: Duration,
+    /// Run the cancellation loop at all (`PREFECT_WORKER_ENABLE_CANCELLATION`, on unless set
+    /// to false). Off: CANCELLING runs are left to the engine in the infrastructure and to
+    /// the server's cancelling-timeout cleanup delivery.
+    pub cancellation_enabled: bool,
+    /// Use the worker channel websocket when the server offers it
+    /// (`PREFECT_WORKER_ENABLE_CHANNEL`, on). Not used in `run_once` mode.
+    pub channel_enabled: bool,
     /// Most flow runs in flight at once, from claim until their infrastructure has finished
     /// (`--limit`). `None`: no limit.
     pub limit: Option<usize>,
@@ -75,6 +82,8 @@ impl RunnerOptions {
             query_interval: settings.query_interval,
             heartbeat_interval: settings.heartbeat_interval,
             cancellation_poll_interval: settings.cancellation_poll_interval,
+            cancellation_enabled: settings.enable_cancellation,
+            channel_enabled: settings.enable_channel,
             limit: None,
             max_concurrent_submissions: 64,
             run_once: false,
@@ -120,6 +129,20 @@ impl RunnerOptions {
         self.query_interval = query;
         self.heartbeat_interval = heartbeat;
         self.cancellation_poll_interval = cancellation;
+        self
+    }
+
+    /// Turns the cancellation loop on or off.
+    #[must_use]
+    pub fn with_cancellation(mut self, enabled: bool) -> Self {
+        self.cancellation_enabled = enabled;
+        self
+    }
+
+    /// Turns the worker channel on or off.
+    #[must_use]
+    pub fn with_channel(mut self, enabled: bool) -> Self {
+        self.channel_enabled = enabled;
         self
     }
 
