@@ -61,6 +61,18 @@ impl InProcessWorker {
         settings: KubernetesSettings,
         extra_env: &[(&str, &str)],
     ) -> Result<Self> {
+        Self::start_with_options(api_url, sim, pool, settings, extra_env, |o| o).await
+    }
+
+    /// Like [`InProcessWorker::start_with_env`], with the runner options adjusted by `adjust`.
+    pub async fn start_with_options(
+        api_url: &str,
+        sim: &kubesim::SimHandle,
+        pool: &str,
+        settings: KubernetesSettings,
+        extra_env: &[(&str, &str)],
+        adjust: impl FnOnce(RunnerOptions) -> RunnerOptions,
+    ) -> Result<Self> {
         let name = format!("k8s-{}", &Uuid::new_v4().simple().to_string()[..8]);
         let clients = ClientCache::with_default_config(kube_config(sim).await?);
         let worker = KubernetesWorker::new(
@@ -78,6 +90,7 @@ impl InProcessWorker {
             .with_intervals(crate::QUERY, crate::HEARTBEAT, crate::CANCEL_POLL)
             .with_environment(env);
         o.log_batch_interval = std::time::Duration::from_millis(200);
+        let o = adjust(o);
         let runner = Runner::new(worker, PrefectClient::new(ClientOptions::new(api_url))?, o);
         let stop = CancellationToken::new();
         let task = tokio::spawn(runner.run(stop.clone()));

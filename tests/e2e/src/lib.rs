@@ -5,7 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod k8s;
+pub mod log_capture;
 pub mod proxy;
+pub mod proxy_ws;
 pub mod recording;
 
 use std::time::Duration;
