@@ -4,7 +4,11 @@
 //! REST heartbeat (or the channel's ready frame) and then sends it everywhere.
 
 // A failed unwrap is a failed test.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::needless_pass_by_value)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::needless_pass_by_value
+)]
 
 mod client_stub_support;
 
