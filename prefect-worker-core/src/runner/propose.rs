@@ -36,8 +36,9 @@ pub(crate) async fn propose(
 /// What became of a Pending proposal.
 #[derive(Debug)]
 pub(crate) enum PendingOutcome {
-    /// Accepted: the worker owns the run now.
-    Accepted,
+    /// Accepted, as the state with this id. The worker owns the run unless another
+    /// worker's proposal was accepted at the same moment (see `Inner::verify_claim`).
+    Accepted(Option<Uuid>),
     /// Someone else has it, or the server chose another state: do not submit.
     NotSubmitted,
 }
@@ -58,7 +59,7 @@ pub(crate) async fn propose_pending(
             PendingOutcome::NotSubmitted
         }
         Ok(r) => match r.state {
-            Some(s) if s.state_type == StateType::Pending => PendingOutcome::Accepted,
+            Some(s) if s.state_type == StateType::Pending => PendingOutcome::Accepted(s.id),
             Some(s) => {
                 logger.info(format!(
                     "Aborted submission of flow run '{}': Server returned a non-pending state '{}'",

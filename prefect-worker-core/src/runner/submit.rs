@@ -10,7 +10,7 @@ use super::engine::Inner;
 use super::propose::{PendingOutcome, force_cancelled, propose, propose_crashed, propose_pending};
 use super::{RunContext, exit_codes};
 use crate::client::ClientError;
-use crate::client::models::{Deployment, FlowRun, StateCreate, StateType};
+use crate::client::models::{Deployment, FlowRun, SetStateStatus, StateCreate, StateType};
 use crate::job_config::{ConfigurationError, PrepareContext, resolve_for_flow_run};
 use crate::runner::flow_run_logs::FlowRunLogger;
 use crate::worker::{RunError, Worker, WorkerResult};
@@ -187,14 +187,17 @@ impl<W: Worker> Inner<W> {
                 tracing::debug!(flow_run_id = %flow_run.id, error = %e, "cannot re-read the flow run before claiming it");
             }
         }
-        if let PendingOutcome::NotSubmitted = propose_pending(&self.client, flow_run, logger).await
-        {
-            return Ok(None);
-        }
+        let pending = match propose_pending(&self.client, flow_run, logger).await {
+            PendingOutcome::Accepted(id) => id,
+            PendingOutcome::NotSubmitted => return Ok(None),
+        };
         // 3. Configuration.
         let configuration = self
             .configuration_for(flow_run, deployment.as_ref())
             .await?;
+        if !self.verify_claim(flow_run, pending, logger).await {
+            return Ok(None);
+        }
         // 4. Labels.
         let pool = self.work_pool();
         let mut labels = serde_json::Map::new();
@@ -216,12 +219,64 @@ impl<W: Worker> Inner<W> {
         self.client
             .update_flow_run_labels(flow_run.id, &labels)
             .await?;
-        // 5. Submitting: errors here are not worth failing the run for (Python ignores them).
-        if let Err(e) = propose(&self.client, flow_run.id, &StateCreate::submitting(), false).await
-        {
-            tracing::debug!(flow_run_id = %flow_run.id, error = %e, "could not set Submitting state");
+        // 5. Submitting. Other errors are not worth failing the run for (Python ignores
+        // them), but an ABORT means another worker renamed the run to Submitting first:
+        // the Pending proposals of both were accepted at once, and the run is theirs.
+        match propose(&self.client, flow_run.id, &StateCreate::submitting(), false).await {
+            Ok(r) if r.status == SetStateStatus::Abort => {
+                logger.info(format!(
+                    "Aborted submission of flow run '{}': another worker is submitting it ({})",
+                    flow_run.id,
+                    r.details.reason.unwrap_or_default()
+                ));
+                return Ok(None);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(flow_run_id = %flow_run.id, error = %e, "could not set Submitting state");
+            }
         }
         Ok(Some(configuration))
+    }
+
+    /// Whether the run is still in the Pending state this worker's claim created.
+    ///
+    /// The server checks a Pending proposal against the run's state without locking it,
+    /// so two workers proposing at the same moment can both be accepted (seen in the
+    /// two-runner test: both went on, and the slower one ran the run a second time after
+    /// the other had completed it). Right before labelling the run and proposing
+    /// Submitting, the run's current state must still be the one our proposal created:
+    /// of two accepted claims only the later-written one passes, and a run that has moved
+    /// on (Submitting, Running, Completed) is someone else's. A failed read does not stop
+    /// the submission (the Submitting proposal still catches a second claimant).
+    async fn verify_claim(
+        &self,
+        flow_run: &FlowRun,
+        pending: Option<uuid::Uuid>,
+        logger: &FlowRunLogger,
+    ) -> bool {
+        let Some(pending) = pending else {
+            return true;
+        };
+        match self.client.read_flow_run(flow_run.id).await {
+            Ok(current) => {
+                let state = current.state.as_ref();
+                if state.and_then(|s| s.id) == Some(pending) {
+                    return true;
+                }
+                logger.info(format!(
+                    "Aborted submission of flow run '{}': another worker claimed it at the same time (its state is now {})",
+                    flow_run.id,
+                    state.map_or_else(|| "none".to_owned(), crate::client::models::State::display_name)
+                ));
+                false
+            }
+            Err(ClientError::NotFound(_)) => false,
+            Err(e) => {
+                tracing::debug!(flow_run_id = %flow_run.id, error = %e, "cannot re-read the flow run to confirm the claim");
+                true
+            }
+        }
     }
 
     /// Reads what the configuration needs (flow, deployment) and builds it.
