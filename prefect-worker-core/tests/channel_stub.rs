@@ -506,6 +506,35 @@ async fn a_peer_that_stops_answering_pings_is_a_lost_connection() {
 }
 
 #[tokio::test]
+async fn a_server_that_drops_every_connection_soon_gets_a_growing_back_off() {
+    let stub = Stub::start().await;
+    let accepted: Arc<Mutex<Vec<tokio::time::Instant>>> = Arc::default();
+    let times = accepted.clone();
+    stub.on_websocket(
+        CONNECT,
+        scripted(Seen::default(), None, move |mut ws, _, _| {
+            let times = times.clone();
+            async move {
+                times.lock().unwrap().push(tokio::time::Instant::now());
+                close(&mut ws, 1011, "heartbeat_persistence_failed").await;
+            }
+        }),
+    );
+    let mut o = channel_options();
+    o.reconnect_base = Duration::from_millis(100);
+    let ch = start(&stub, o, Arc::new(RecordingHost::default()));
+    until("four connections", || accepted.lock().unwrap().len() >= 4).await;
+    ch.stop().await;
+    let t = accepted.lock().unwrap().clone();
+    // Each connection was healthy, yet too briefly to reset the back-off: 100, 200, 400 ms.
+    for (i, pair) in t.windows(2).take(3).enumerate() {
+        let gap = pair[1] - pair[0];
+        let least = Duration::from_millis(100 << i);
+        assert!(gap >= least, "gap {i}: {gap:?} < {least:?}");
+    }
+}
+
+#[tokio::test]
 async fn the_ready_frame_names_the_worker_on_cloud() {
     let stub = Stub::start().await;
     let id = Uuid::now_v7();

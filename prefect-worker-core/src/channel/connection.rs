@@ -51,7 +51,7 @@ impl Connection {
                 Err(_) => ChannelError::SetupTimeout(self.options.setup_timeout),
                 Ok(Err(e)) => e,
                 Ok(Ok((socket, ready))) => {
-                    attempt = 0;
+                    let connected_at = tokio::time::Instant::now();
                     if ever_healthy {
                         tracing::info!(pool = %pool, "worker channel reconnected");
                     } else {
@@ -63,7 +63,14 @@ impl Connection {
                     }
                     ever_healthy = true;
                     self.status.send_replace(ChannelStatus::Healthy);
-                    match self.session(socket, &ready).await {
+                    let end = self.session(socket, &ready).await;
+                    // Only a connection that stayed up a while resets the back-off: a server
+                    // that drops every connection soon after setup (e.g. its database
+                    // refusing heartbeats under load) is not reconnected to every second.
+                    if connected_at.elapsed() >= self.options.backoff_reset_after {
+                        attempt = 0;
+                    }
+                    match end {
                         SessionEnd::Stopped => return,
                         SessionEnd::Failed(e) => e,
                     }

@@ -108,6 +108,9 @@ pub struct ChannelOptions {
     pub reconnect_base: Duration,
     /// Longest reconnect delay (30 s).
     pub reconnect_max: Duration,
+    /// A connection that stays healthy this long resets the reconnect back-off to
+    /// `reconnect_base` (60 s). Python resets it after every successful setup.
+    pub backoff_reset_after: Duration,
     /// A ping goes out this often once set up, and an unanswered one for this long ends the
     /// connection as lost (20 s, the websockets library's default in Python).
     pub keepalive: Duration,
@@ -135,6 +138,7 @@ impl ChannelOptions {
             setup_timeout: Duration::from_secs(10),
             reconnect_base: Duration::from_secs(1),
             reconnect_max: Duration::from_secs(30),
+            backoff_reset_after: Duration::from_secs(60),
             keepalive: Duration::from_secs(20),
             cleanup_timing: CleanupTiming::default(),
         }

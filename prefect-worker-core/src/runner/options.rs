@@ -17,7 +17,9 @@ pub struct RunnerOptions {
     pub work_queues: Vec<String>,
     /// The worker's name (`--name`), sent as `X-Prefect-Worker-Name` and in labels.
     pub worker_name: String,
-    /// The backend worker id, on Prefect Cloud only.
+    /// The backend worker id (Prefect Cloud only), if already known at start. The runner
+    /// learns it from Cloud otherwise (a `return_id` heartbeat or the channel's `ready`),
+    /// and the learned id replaces this one for requests and jobs.
     pub worker_id: Option<String>,
     /// Look-ahead for scheduled runs (`--prefetch-seconds`).
     pub prefetch_seconds: u64,
