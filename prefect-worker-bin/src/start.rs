@@ -84,12 +84,17 @@ pub fn show_config(args: &StartArgs) -> Result<ExitCode> {
         "heartbeat_seconds": r.settings.heartbeat_interval.as_secs_f64(),
         "cancellation_poll_seconds": r.settings.cancellation_poll_interval.as_secs_f64(),
         "enable_cancellation": r.settings.enable_cancellation,
-        "enable_channel": r.settings.enable_channel,
+        "channel_enabled": r.settings.channel_enabled,
         "limit": r.limit,
         "create_pool_if_not_found": r.create_pool_if_not_found,
         "webserver": format!("{}:{}", r.settings.webserver_host, r.settings.webserver_port),
         "logging_to_api_enabled": r.settings.logging_to_api_enabled,
         "pending_timeout_seconds": r.kubernetes.pending_timeout.map(|d| d.as_secs_f64()),
+        "events_enabled": r.settings.events.enabled,
+        "events_max_queue_size": r.settings.events.queue_capacity,
+        "server_version_check_enabled": r.settings.events.server_version_check,
+        "replicate_pod_events": r.kubernetes.replicate_pod_events,
+        "startup_event_concurrency": r.kubernetes.startup_event_concurrency,
     });
     let text = serde_json::to_string_pretty(&out)?;
     write_stdout(&text)?;

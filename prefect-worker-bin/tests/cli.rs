@@ -111,15 +111,31 @@ fn settings_precedence_is_flag_then_env_then_profile_then_default() {
     assert_eq!(d["prefetch_seconds"], 10);
     assert_eq!(d["query_seconds"], 10.0);
     assert_eq!(d["enable_cancellation"], true);
-    assert_eq!(d["enable_channel"], true);
-    let off = config(
+    assert_eq!(d["channel_enabled"], true);
+    let off_channel = config(
         bin()
             .args(["config", "--pool", "x"])
             .env("PREFECT_WORKER_ENABLE_CANCELLATION", "false")
-            .env("PREFECT_WORKER_ENABLE_CHANNEL", "false"),
+            .env("PREFECT_WORKER_CHANNEL_ENABLED", "false"),
     );
-    assert_eq!(off["enable_cancellation"], false);
-    assert_eq!(off["enable_channel"], false);
+    assert_eq!(off_channel["enable_cancellation"], false);
+    assert_eq!(off_channel["channel_enabled"], false);
+    assert_eq!(d["events_enabled"], true);
+    assert_eq!(d["events_max_queue_size"], 5000);
+    assert_eq!(d["replicate_pod_events"], true);
+    let off = config(
+        bin()
+            .args(["config", "--pool", "x"])
+            .env("PREFECT_WORKER_EVENTS_ENABLED", "false")
+            .env("PREFECT_EVENTS_WORKER_MAX_QUEUE_SIZE", "100")
+            .env(
+                "PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_REPLICATE_POD_EVENTS",
+                "false",
+            ),
+    );
+    assert_eq!(off["events_enabled"], false);
+    assert_eq!(off["events_max_queue_size"], 100);
+    assert_eq!(off["replicate_pod_events"], false);
     // Profile.
     let p = config(&mut base());
     assert_eq!(p["profile"], "p");

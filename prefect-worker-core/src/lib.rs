@@ -2,6 +2,7 @@
 
 pub mod channel;
 pub mod client;
+pub mod events;
 pub mod job_config;
 pub mod runner;
 pub mod settings;

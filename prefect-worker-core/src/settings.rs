@@ -241,10 +241,13 @@ pub struct WorkerSettings {
     /// see docs/compatibility.md); `false` turns it off, leaving Job teardown to the
     /// server's cancelling-timeout cleanup delivered over the worker channel.
     pub enable_cancellation: bool,
-    /// `PREFECT_WORKER_ENABLE_CHANNEL` (true): use the 3.9 worker channel websocket when the
+    /// `PREFECT_WORKER_CHANNEL_ENABLED` (true): use the 3.9 worker channel websocket when the
     /// server offers it. Upstream has no such setting (the channel is opportunistic there);
     /// `false` keeps the worker on REST heartbeats and pool reads, without cleanup delivery.
-    pub enable_channel: bool,
+    pub channel_enabled: bool,
+    /// `PREFECT_WORKER_EVENTS_ENABLED` (true), `PREFECT_EVENTS_WORKER_MAX_QUEUE_SIZE`,
+    /// `PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED` (true).
+    pub events: crate::events::EventsOptions,
 }
 
 impl Default for WorkerSettings {
@@ -263,7 +266,8 @@ impl Default for WorkerSettings {
             logging_to_api_max_log_size: 1_000_000,
             debug_mode: false,
             enable_cancellation: true,
-            enable_channel: true,
+            channel_enabled: true,
+            events: crate::events::EventsOptions::default(),
         }
     }
 }
@@ -325,9 +329,10 @@ impl WorkerSettings {
             enable_cancellation: sources
                 .parse_bool("PREFECT_WORKER_ENABLE_CANCELLATION")?
                 .unwrap_or(d.enable_cancellation),
-            enable_channel: sources
-                .parse_bool("PREFECT_WORKER_ENABLE_CHANNEL")?
-                .unwrap_or(d.enable_channel),
+            channel_enabled: sources
+                .parse_bool("PREFECT_WORKER_CHANNEL_ENABLED")?
+                .unwrap_or(d.channel_enabled),
+            events: crate::events::EventsOptions::from_sources(sources)?,
         })
     }
 }
@@ -372,22 +377,22 @@ mod tests {
     #[test]
     fn cancellation_loop_and_channel_are_on_unless_turned_off() {
         let w = WorkerSettings::from_sources(&SettingsSources::default()).unwrap();
-        assert!(w.enable_cancellation && w.enable_channel);
+        assert!(w.enable_cancellation && w.channel_enabled);
         let s = SettingsSources::new(
             map(&[
                 ("PREFECT_WORKER_ENABLE_CANCELLATION", "false"),
-                ("PREFECT_WORKER_ENABLE_CHANNEL", "0"),
+                ("PREFECT_WORKER_CHANNEL_ENABLED", "0"),
             ]),
             IndexMap::new(),
         );
         let w = WorkerSettings::from_sources(&s).unwrap();
-        assert!(!w.enable_cancellation && !w.enable_channel);
+        assert!(!w.enable_cancellation && !w.channel_enabled);
         let s = SettingsSources::new(
-            map(&[("PREFECT_WORKER_ENABLE_CHANNEL", "maybe")]),
+            map(&[("PREFECT_WORKER_CHANNEL_ENABLED", "maybe")]),
             IndexMap::new(),
         );
         let e = WorkerSettings::from_sources(&s).unwrap_err().to_string();
-        assert!(e.contains("PREFECT_WORKER_ENABLE_CHANNEL"), "{e}");
+        assert!(e.contains("PREFECT_WORKER_CHANNEL_ENABLED"), "{e}");
     }
 
     #[test]

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use crate::client::models::FlowRun;
+use crate::events::EventEmitter;
 use crate::job_config::JobConfiguration;
 use crate::runner::RunContext;
 
@@ -164,4 +165,12 @@ pub trait Worker: Send + Sync + 'static {
 
     /// Releases resources at shutdown. Runs once, after the last `run` has ended or been dropped.
     async fn teardown(&self) {}
+
+    /// Receives the runner's event emitter, once, when the runner is built (before any
+    /// `run`), so the worker can emit events of its own (the Kubernetes worker's pod
+    /// events). The emitter is [`EventEmitter::disabled`] when events are off. The default
+    /// ignores it.
+    fn attach_events(&self, events: &EventEmitter) {
+        let _ = events;
+    }
 }

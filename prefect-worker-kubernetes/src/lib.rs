@@ -22,14 +22,23 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Events are on by default: the runner emits `prefect.worker.*` events and hands its
+//! emitter to the worker (`Worker::attach_events`), whose shared Pod watch then emits
+//! `prefect.kubernetes.pod.*` events ([`pod_replicator`]); turn them off with
+//! `RunnerOptions::with_events(EventsOptions::default().with_enabled(false))` or
+//! [`KubernetesSettings::replicate_pod_events`], and read `runner.events().stats()`.
+//!
 //! Modules, least I/O first: [`configuration`] (pure: template → prepared Job manifest),
-//! [`diagnosis`] and [`run_watch`] (pure: Kubernetes objects → diagnoses and outcomes),
+//! [`diagnosis`], [`run_watch`] and [`pod_events`] (pure: Kubernetes objects → diagnoses,
+//! outcomes and pod events),
 //! [`tracker`] (the shared watches), [`clients`] (clients per cluster), [`worker`] (the
 //! `Worker` implementation: secrets, Job creation, waiting, cancellation, adoption).
 
 pub mod clients;
 pub mod configuration;
 pub mod diagnosis;
+pub mod pod_events;
+pub mod pod_replicator;
 pub mod run_watch;
 pub mod tracker;
 pub mod worker;

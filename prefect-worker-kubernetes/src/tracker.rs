@@ -6,9 +6,10 @@
 //! back-off, bookmarks). It keeps the latest version of every matching object and forwards
 //! changes to the run waiting on that Job through a channel: N runs, still two watches.
 //! Watches start with the first run in a namespace and stay up while the worker lives.
+//! The same pod watch feeds the pod events ([`PodEventReplicator`]), when they are on.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
@@ -19,6 +20,8 @@ use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+use crate::pod_replicator::PodEventReplicator;
 
 /// A change to a tracked Job or one of its pods.
 #[derive(Debug, Clone)]
@@ -213,6 +216,7 @@ pub struct Tracker {
     selector: String,
     namespaces: Arc<Mutex<HashMap<WatchKey, Watched>>>,
     stop: CancellationToken,
+    pod_events: Arc<OnceLock<PodEventReplicator>>,
 }
 
 /// Waiting on one Job. Dropping it unsubscribes.
@@ -246,7 +250,20 @@ impl Tracker {
             selector: label_selector,
             namespaces: Arc::default(),
             stop: CancellationToken::new(),
+            pod_events: Arc::default(),
         }
+    }
+
+    /// Feeds every pod the watches see to `replicator` (set once, before the first
+    /// watch starts; later calls are ignored).
+    pub fn replicate_pod_events(&self, replicator: PodEventReplicator) {
+        let _ = self.pod_events.set(replicator);
+    }
+
+    /// The pod-event replicator, when pod events are on.
+    #[must_use]
+    pub fn pod_events(&self) -> Option<&PodEventReplicator> {
+        self.pod_events.get()
     }
 
     /// The label selector the watches use.
@@ -299,7 +316,10 @@ impl Tracker {
             self.stop.clone(),
             JobSide,
         ));
-        tokio::spawn(run_watch(pods, config, index, self.stop.clone(), PodSide));
+        let side = PodSide {
+            events: self.pod_events.get().cloned(),
+        };
+        tokio::spawn(run_watch(pods, config, index, self.stop.clone(), side));
     }
 
     /// Stops every watch.
@@ -317,7 +337,9 @@ trait Side<K>: Send + 'static {
 }
 
 struct JobSide;
-struct PodSide;
+struct PodSide {
+    events: Option<PodEventReplicator>,
+}
 
 impl Side<Job> for JobSide {
     fn apply(&self, idx: &mut NamespaceIndex, obj: Job, relisting: bool) {
@@ -338,9 +360,15 @@ impl Side<Job> for JobSide {
 
 impl Side<Pod> for PodSide {
     fn apply(&self, idx: &mut NamespaceIndex, obj: Pod, relisting: bool) {
+        if let Some(r) = &self.events {
+            r.observe(&obj, relisting);
+        }
         idx.apply_pod(obj, relisting);
     }
     fn delete(&self, idx: &mut NamespaceIndex, obj: &Pod) {
+        if let (Some(r), Some(uid)) = (&self.events, obj.metadata.uid.as_deref()) {
+            r.forget(uid);
+        }
         if let Some(n) = obj.metadata.name.as_deref() {
             idx.delete_pod(n);
         }

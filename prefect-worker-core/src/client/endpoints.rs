@@ -257,6 +257,24 @@ impl PrefectClient {
             .await
     }
 
+    /// `POST /events/filter` with `{"filter": filter, "limit": limit}` → the `events` of the
+    /// first page (the observer's start-up de-duplication, spec §6.1).
+    pub async fn filter_events(
+        &self,
+        filter: &Value,
+        limit: u32,
+    ) -> Result<Vec<Value>, ClientError> {
+        let body = json!({"filter": filter, "limit": limit});
+        let resp = self
+            .call(ApiRequest::new(Method::POST, ["events", "filter"]).json(&body)?)
+            .await?;
+        let mut page: JsonMap = resp.json()?;
+        match page.remove("events") {
+            Some(Value::Array(events)) => Ok(events),
+            _ => Ok(Vec::new()),
+        }
+    }
+
     /// `POST /logs/` (201).
     pub async fn create_logs(&self, logs: &[LogCreate]) -> Result<(), ClientError> {
         self.call(ApiRequest::new(Method::POST, ["logs", ""]).json(&logs)?)

@@ -88,6 +88,12 @@ impl PrefectClient {
             .await
     }
 
+    /// The websocket settings (auth token, redaction) for protocols spoken over
+    /// [`PrefectClient::connect_websocket`].
+    pub(crate) fn websocket_settings(&self) -> &websocket::WebSocketSettings {
+        &self.inner.websocket
+    }
+
     /// When the latest `Prefect-Maintenance` back-off ends (for the health check, §2.8).
     #[must_use]
     pub fn maintenance_until(&self) -> Option<Instant> {

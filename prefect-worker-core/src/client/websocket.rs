@@ -142,6 +142,8 @@ pub(crate) struct WebSocketSettings {
     ssl_cert_file: Option<std::path::PathBuf>,
     tls: OnceLock<Result<Arc<rustls::ClientConfig>, String>>,
     redactor: Redactor,
+    /// `PREFECT_API_AUTH_STRING`: the token of the events stream's auth message.
+    auth_string: Option<super::secret::Secret>,
 }
 
 impl std::fmt::Debug for WebSocketSettings {
@@ -190,7 +192,19 @@ impl WebSocketSettings {
             ssl_cert_file: o.ssl_cert_file.clone(),
             tls: OnceLock::new(),
             redactor: Redactor::new(o.api_key.as_ref(), o.auth_string.as_ref()),
+            auth_string: o.auth_string.clone(),
         }
+    }
+
+    /// The token of the self-hosted events stream's `{"type":"auth"}` message: the auth
+    /// string (the API key is not used there, spec §4.6).
+    pub(crate) fn events_auth_token(&self) -> Option<&str> {
+        self.auth_string.as_ref().map(super::secret::Secret::expose)
+    }
+
+    /// `text` with every credential replaced by `***`.
+    pub(crate) fn redact(&self, text: &str) -> String {
+        self.redactor.redact(text)
     }
 
     /// Opens `req` below `base` (the API URL).

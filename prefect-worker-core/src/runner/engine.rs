@@ -10,10 +10,12 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use super::channel::SyncState;
+use super::events::RunnerEvents;
 use super::{HealthState, LogShipper, RunnerOptions};
 
 use crate::client::models::WorkPool;
 use crate::client::{ClientError, PrefectClient};
+use crate::events::{EventEmitter, EventsTask, WorkerEvents};
 use crate::worker::Worker;
 
 /// Why the runner stopped on its own.
@@ -61,6 +63,7 @@ pub(super) struct Inner<W: Worker> {
     pub(super) submitting: watch::Sender<usize>,
     pub(super) tracked: Mutex<HashMap<Uuid, Tracked<W::Configuration>>>,
     pub(super) logs: LogShipper,
+    pub(super) events: RunnerEvents,
     /// Tells run tasks to stop waiting on their infrastructure (shutdown).
     pub(super) stop_runs: CancellationToken,
     pub(super) runs: TaskTracker,
@@ -80,6 +83,7 @@ pub struct Runner<W: Worker> {
     inner: Arc<Inner<W>>,
     log_task: Option<tokio::task::JoinHandle<()>>,
     log_stop: CancellationToken,
+    events_task: EventsTask,
 }
 
 impl<W: Worker> Runner<W> {
@@ -100,6 +104,16 @@ impl<W: Worker> Runner<W> {
             options.health_window(),
             Box::new(move || maintenance_client.maintenance_until()),
         ));
+        let (events, events_task) = EventEmitter::start(client.clone(), options.events.clone());
+        worker.attach_events(&events);
+        let events = RunnerEvents::new(
+            events,
+            WorkerEvents::new(
+                worker.worker_type(),
+                &options.worker_name,
+                &options.versions.prefect_version,
+            ),
+        );
         let limiter = options.limit.map(|n| Arc::new(Semaphore::new(n)));
         let submissions = Arc::new(Semaphore::new(options.max_concurrent_submissions.max(1)));
         let inner = Arc::new(Inner {
@@ -114,6 +128,7 @@ impl<W: Worker> Runner<W> {
             submitting: watch::Sender::new(0),
             tracked: Mutex::new(HashMap::new()),
             logs,
+            events,
             stop_runs: CancellationToken::new(),
             runs: TaskTracker::new(),
         });
@@ -121,7 +136,15 @@ impl<W: Worker> Runner<W> {
             inner,
             log_task,
             log_stop,
+            events_task,
         }
+    }
+
+    /// The event emitter (worker and infrastructure events): its [`EventEmitter::stats`]
+    /// say how many events were delivered, dropped and are queued.
+    #[must_use]
+    pub fn events(&self) -> EventEmitter {
+        self.inner.events.emitter.clone()
     }
 
     /// The health state, for [`health::serve`].
@@ -153,7 +176,9 @@ impl<W: Worker> Runner<W> {
         inner.runs.close();
         inner.runs.wait().await;
         inner.stop_channel().await;
+        inner.emit_stopped();
         inner.worker.teardown().await;
+        self.events_task.shutdown().await;
         inner.client.set_worker_name(None);
         inner.client.set_worker_id(None);
         self.log_stop.cancel();
@@ -198,6 +223,7 @@ impl<W: Worker> Runner<W> {
             let adopter = inner.clone();
             inner.runs.spawn(async move { adopter.adopt().await });
         }
+        inner.emit_started();
         tracing::info!(worker = %inner.options.worker_name, pool = %inner.options.work_pool_name,
             "Worker '{}' started!", inner.options.worker_name);
 

@@ -23,6 +23,7 @@ mod channel;
 mod cleanup;
 mod context;
 mod engine;
+mod events;
 pub mod exit_codes;
 pub mod flow_run_logs;
 pub mod health;

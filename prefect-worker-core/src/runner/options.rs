@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::events::EventsOptions;
 use crate::job_config::{Environment, Versions};
 use crate::settings::WorkerSettings;
 
@@ -35,7 +36,7 @@ pub struct RunnerOptions {
     /// the server's cancelling-timeout cleanup delivery.
     pub cancellation_enabled: bool,
     /// Use the worker channel websocket when the server offers it
-    /// (`PREFECT_WORKER_ENABLE_CHANNEL`, on). Not used in `run_once` mode.
+    /// (`PREFECT_WORKER_CHANNEL_ENABLED`, on). Not used in `run_once` mode.
     pub channel_enabled: bool,
     /// Most flow runs in flight at once, from claim until their infrastructure has finished
     /// (`--limit`). `None`: no limit.
@@ -59,6 +60,8 @@ pub struct RunnerOptions {
     pub log_batch_interval: Duration,
     /// Longest flow-run log message (`PREFECT_LOGGING_TO_API_MAX_LOG_SIZE`).
     pub max_log_size: usize,
+    /// Events (`/events/in`): on by default; see [`EventsOptions`].
+    pub events: EventsOptions,
 }
 
 impl RunnerOptions {
@@ -85,7 +88,7 @@ impl RunnerOptions {
             heartbeat_interval: settings.heartbeat_interval,
             cancellation_poll_interval: settings.cancellation_poll_interval,
             cancellation_enabled: settings.enable_cancellation,
-            channel_enabled: settings.enable_channel,
+            channel_enabled: settings.channel_enabled,
             limit: None,
             max_concurrent_submissions: 64,
             run_once: false,
@@ -96,6 +99,7 @@ impl RunnerOptions {
             logs_to_api: settings.logging_to_api_enabled,
             log_batch_interval: settings.logging_to_api_batch_interval,
             max_log_size: settings.logging_to_api_max_log_size,
+            events: settings.events.clone(),
         }
     }
 
@@ -145,6 +149,13 @@ impl RunnerOptions {
     #[must_use]
     pub fn with_channel(mut self, enabled: bool) -> Self {
         self.channel_enabled = enabled;
+        self
+    }
+
+    /// Sets the events options (e.g. `EventsOptions::default().with_enabled(false)`).
+    #[must_use]
+    pub fn with_events(mut self, events: EventsOptions) -> Self {
+        self.events = events;
         self
     }
 

@@ -10,7 +10,8 @@ use super::engine::Inner;
 use super::propose::{PendingOutcome, force_cancelled, propose, propose_crashed, propose_pending};
 use super::{RunContext, exit_codes};
 use crate::client::ClientError;
-use crate::client::models::{Deployment, FlowRun, SetStateStatus, StateCreate, StateType};
+use crate::client::models::{Deployment, Flow, FlowRun, SetStateStatus, StateCreate, StateType};
+use crate::events::Event;
 use crate::job_config::{ConfigurationError, PrepareContext, resolve_for_flow_run};
 use crate::runner::flow_run_logs::FlowRunLogger;
 use crate::worker::{RunError, Worker, WorkerResult};
@@ -81,7 +82,7 @@ impl<W: Worker> Inner<W> {
         let Ok(_slot) = self.submissions.clone().acquire_owned().await else {
             return;
         };
-        let configuration = match self.prepare_submission(&flow_run, &logger).await {
+        let (configuration, submitted) = match self.prepare_submission(&flow_run, &logger).await {
             Ok(Some(c)) => c,
             Ok(None) => {
                 self.untrack(flow_run.id);
@@ -110,10 +111,16 @@ impl<W: Worker> Inner<W> {
         let early = tokio::select! {
             r = &mut run => Some(r),
             pid = started => {
-                if let Ok(pid) = pid { self.on_started(&flow_run, &logger, pid).await; }
+                if let Ok(pid) = pid {
+                    self.on_started(&flow_run, &logger, pid.clone()).await;
+                    self.emit_executed(submitted.as_ref(), &pid, 0);
+                }
                 None
             }
         };
+        if let Some(Ok(r)) = &early {
+            self.emit_executed(submitted.as_ref(), &r.identifier, r.status_code);
+        }
         drop(_slot);
         submitting.done();
         let result = match early {
@@ -130,12 +137,13 @@ impl<W: Worker> Inner<W> {
         }
     }
 
-    /// Steps before `run`. `Ok(None)`: the run is not ours to submit (already logged).
+    /// Steps before `run`: the configuration and the submitted event. `Ok(None)`: the run
+    /// is not ours to submit (already logged).
     async fn prepare_submission(
         &self,
         flow_run: &FlowRun,
         logger: &FlowRunLogger,
-    ) -> Result<Option<W::Configuration>, SubmitFailure> {
+    ) -> Result<Option<(W::Configuration, Option<Event>)>, SubmitFailure> {
         // 1. Deployment existence check.
         let deployment = match flow_run.deployment_id {
             None => None,
@@ -192,12 +200,13 @@ impl<W: Worker> Inner<W> {
             PendingOutcome::NotSubmitted => return Ok(None),
         };
         // 3. Configuration.
-        let configuration = self
+        let (configuration, flow) = self
             .configuration_for(flow_run, deployment.as_ref())
             .await?;
         if !self.verify_claim(flow_run, pending, logger).await {
             return Ok(None);
         }
+        let submitted = self.emit_submitted(flow_run, deployment.as_ref(), &flow);
         // 4. Labels.
         let pool = self.work_pool();
         let mut labels = serde_json::Map::new();
@@ -236,7 +245,7 @@ impl<W: Worker> Inner<W> {
                 tracing::debug!(flow_run_id = %flow_run.id, error = %e, "could not set Submitting state");
             }
         }
-        Ok(Some(configuration))
+        Ok(Some((configuration, submitted)))
     }
 
     /// Whether the run is still in the Pending state this worker's claim created.
@@ -288,7 +297,7 @@ impl<W: Worker> Inner<W> {
             Some(id) => Some(self.client.read_deployment(id).await?),
             None => None,
         };
-        let c = self
+        let (c, _) = self
             .configuration_for(flow_run, deployment.as_ref())
             .await?;
         Ok((c, deployment))
@@ -298,7 +307,7 @@ impl<W: Worker> Inner<W> {
         &self,
         flow_run: &FlowRun,
         deployment: Option<&Deployment>,
-    ) -> Result<W::Configuration, SubmitFailure> {
+    ) -> Result<(W::Configuration, Flow), SubmitFailure> {
         let flow = self.client.read_flow(flow_run.flow_id).await?;
         let Some(pool) = self.work_pool() else {
             return Err(SubmitFailure {
@@ -326,7 +335,8 @@ impl<W: Worker> Inner<W> {
             environment: &self.options.environment,
             versions: &self.options.versions,
         };
-        Ok(resolve_for_flow_run::<W::Configuration>(&template, &ctx, &self.client).await?)
+        let c = resolve_for_flow_run::<W::Configuration>(&template, &ctx, &self.client).await?;
+        Ok((c, flow))
     }
 
     async fn on_started(&self, flow_run: &FlowRun, logger: &FlowRunLogger, pid: String) {

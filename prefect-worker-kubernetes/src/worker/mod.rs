@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, DeleteParams, ListParams, PropagationPolicy};
 use prefect_worker_core::client::models::{FlowRun, WorkPool};
+use prefect_worker_core::events::EventEmitter;
 use prefect_worker_core::runner::RunContext;
 use prefect_worker_core::worker::{KillError, RunError, Worker, WorkerResult};
 use serde_json::Value;
@@ -22,6 +23,7 @@ pub use settings::KubernetesSettings;
 
 use crate::clients::{ClientCache, cluster_key};
 use crate::configuration::KubernetesWorkerJobConfiguration;
+use crate::pod_replicator::PodEventReplicator;
 use crate::run_watch::Limits;
 use crate::tracker::{Tracker, WatchKey};
 use wait::JobRef;
@@ -365,6 +367,17 @@ impl Worker for KubernetesWorker {
             limits: self.limits(&configuration),
         };
         Ok(self.wait_for_job(flow_run, job_ref, &ctx).await)
+    }
+
+    /// Pod events (`prefect.kubernetes.pod.*`) from the shared tracker's pod watch, unless
+    /// `OBSERVER_REPLICATE_POD_EVENTS` (or `OBSERVER_ENABLED`) is off or events are.
+    fn attach_events(&self, events: &EventEmitter) {
+        if self.settings.replicate_pod_events && events.is_enabled() {
+            self.tracker.replicate_pod_events(PodEventReplicator::new(
+                events.clone(),
+                self.settings.startup_event_concurrency,
+            ));
+        }
     }
 
     async fn teardown(&self) {

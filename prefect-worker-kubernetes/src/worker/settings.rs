@@ -30,6 +30,13 @@ pub struct KubernetesSettings {
     /// Extra namespaces to look in for Jobs to adopt at startup (`WORKER_ADOPT_NAMESPACES`,
     /// comma-separated), besides the pool's default namespace.
     pub adopt_namespaces: Vec<String>,
+    /// `OBSERVER_REPLICATE_POD_EVENTS` (true): emit `prefect.kubernetes.pod.*` events.
+    /// `OBSERVER_ENABLED=false` turns them off too (in Python it turns the whole observer
+    /// off; run outcomes here do not depend on it).
+    pub replicate_pod_events: bool,
+    /// `OBSERVER_STARTUP_EVENT_CONCURRENCY` (5): most server lookups at once for pods first
+    /// seen in a list.
+    pub startup_event_concurrency: usize,
 }
 
 impl Default for KubernetesSettings {
@@ -47,6 +54,8 @@ impl Default for KubernetesSettings {
             forward_crashed_run_logs: true,
             crashed_run_log_tail_lines: 500,
             adopt_namespaces: Vec::new(),
+            replicate_pod_events: true,
+            startup_event_concurrency: 5,
         }
     }
 }
@@ -115,7 +124,23 @@ impl KubernetesSettings {
             }
             None => d.crashed_run_log_tail_lines,
         };
+        let concurrency = match s.parse::<usize>(
+            &key("OBSERVER_STARTUP_EVENT_CONCURRENCY"),
+            "a whole number ≥ 1",
+        )? {
+            Some(0) => {
+                return Err(SettingsError::InvalidValue {
+                    key: key("OBSERVER_STARTUP_EVENT_CONCURRENCY"),
+                    expected: "a whole number ≥ 1",
+                });
+            }
+            Some(n) => n,
+            None => d.startup_event_concurrency,
+        };
         Ok(Self {
+            replicate_pod_events: boolean(s, &[key("OBSERVER_ENABLED")], true)?
+                && boolean(s, &[key("OBSERVER_REPLICATE_POD_EVENTS")], true)?,
+            startup_event_concurrency: concurrency,
             api_key_secret: get(s, "WORKER_API_KEY_SECRET_NAME").map(|n| {
                 (
                     n.to_owned(),
@@ -204,6 +229,22 @@ mod tests {
         assert!(s.create_secret_for_api_key);
         assert_eq!(s.pending_timeout, Some(Duration::from_secs(90)));
         assert_eq!(s.auth_string_secret, None, "both name and key are needed");
+        for (k, v) in [
+            (
+                "PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_REPLICATE_POD_EVENTS",
+                "false",
+            ),
+            ("PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_ENABLED", "0"),
+        ] {
+            let s = KubernetesSettings::from_sources(&sources(&[(k, v)])).unwrap();
+            assert!(!s.replicate_pod_events, "{k}");
+        }
+        let s = KubernetesSettings::from_sources(&sources(&[(
+            "PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_STARTUP_EVENT_CONCURRENCY",
+            "2",
+        )]))
+        .unwrap();
+        assert_eq!(s.startup_event_concurrency, 2);
     }
 
     #[test]
