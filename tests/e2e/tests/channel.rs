@@ -198,14 +198,26 @@ async fn the_channel_replaces_rest_sync_brings_pool_edits_and_reconnects_after_a
     .await?;
     // From here on the start-up REST pool read is long over.
     let mark = proxy.requests().len();
-    until("two more heartbeat frames", T, || async {
+    let connects = proxy.ws.connects_to(&connect);
+    let readies = proxy.ws.frames_of(&connect, false, "worker.ready.v1").len();
+    let poll = format!("/work_pools/{}/get_scheduled_flow_runs", s.pool);
+    until("two more heartbeat frames and a poll", T, || async {
         Ok(proxy
             .ws
             .frames_of(&connect, true, "worker.heartbeat.v1")
             .len()
-            >= 3)
+            >= 3
+            && proxy.requests()[mark..]
+                .iter()
+                .any(|(m, p)| *m == Method::POST && *p == poll))
     })
     .await?;
+    let requests = proxy.requests();
+    assert_eq!(
+        proxy.ws.connects_to(&connect),
+        connects,
+        "the channel stayed up"
+    );
     let workers = api.read_workers(&s.pool).await?;
     let me = workers
         .iter()
@@ -217,34 +229,38 @@ async fn the_channel_replaces_rest_sync_brings_pool_edits_and_reconnects_after_a
         last >= healthy_at - chrono::Duration::seconds(1),
         "{last} vs {healthy_at}"
     );
-    // No REST heartbeat at all (the hello records the first one), no REST pool read while
-    // healthy; polling goes on over REST.
-    let requests = proxy.requests();
+    // No REST heartbeat or pool read while healthy; polling goes on over REST.
     assert_eq!(
         rest_sync_calls(&requests[mark..], &s.pool),
         Vec::<String>::new(),
         "REST sync while the channel is healthy"
     );
-    assert!(
-        !rest_sync_calls(&requests, &s.pool)
-            .iter()
-            .any(|c| c.starts_with("POST")),
-        "a REST heartbeat was sent"
-    );
-    assert!(requests[mark..].iter().any(|(m, p)| *m == Method::POST
-        && *p == format!("/work_pools/{}/get_scheduled_flow_runs", s.pool)));
+    // When the first attempt succeeded (a slow server may time it out), the start-up REST
+    // heartbeat was skipped too: the hello recorded the first heartbeat.
+    let first_attempt_failed = logs
+        .text()
+        .lines()
+        .any(|l| l.contains("worker channel unavailable") && l.contains(&s.pool));
+    if !first_attempt_failed {
+        assert!(
+            !rest_sync_calls(&requests, &s.pool)
+                .iter()
+                .any(|c| c.starts_with("POST")),
+            "a REST heartbeat was sent although the channel came up at once"
+        );
+    }
 
     // A retryable close (the server's transient error): the worker reconnects by itself.
     proxy.ws.close_all(1011, "transient_server_error");
-    until("a second ready frame", T, || async {
-        Ok(proxy.ws.frames_of(&connect, false, "worker.ready.v1").len() >= 2)
+    until("another ready frame", T, || async {
+        Ok(proxy.ws.frames_of(&connect, false, "worker.ready.v1").len() > readies)
     })
     .await?;
     logs.wait_for_line("the reconnect", T, |l| {
         l.contains("worker channel reconnected") && l.contains(&s.pool)
     })
     .await?;
-    assert_eq!(proxy.ws.connects_to(&connect), 2);
+    assert!(proxy.ws.connects_to(&connect) > connects);
 
     r.stop().await?;
     assert_no_secret_logged(logs);
@@ -274,6 +290,7 @@ async fn deleting_the_pool_closes_the_channel_for_good_and_rest_takes_over() -> 
             .is_empty())
     })
     .await?;
+    let connects = proxy.ws.connects_to(&connect);
     // Keep heartbeat frames from racing the deletion on the server (a heartbeat for a
     // deleted pool closes with the retryable heartbeat_persistence_failed instead).
     proxy.ws.swallow("worker.heartbeat.v1");
@@ -304,7 +321,7 @@ async fn deleting_the_pool_closes_the_channel_for_good_and_rest_takes_over() -> 
     );
     assert_eq!(
         proxy.ws.connects_to(&connect),
-        1,
+        connects,
         "terminal: never reconnected"
     );
     r.stop().await?;
