@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
+use prefect_worker_core::client::models::WorkPool;
 use prefect_worker_core::client::{ClientError, ClientOptions, PrefectClient};
 use prefect_worker_core::runner::{Runner, RunnerOptions, health};
 use prefect_worker_core::settings::{SettingsSources, WorkerSettings};
@@ -164,13 +165,18 @@ pub async fn start(args: StartArgs) -> Result<ExitCode> {
             .with_context(|| format!("cannot serve the health check on {addr}"))?;
     }
 
-    precheck(
+    let pool = precheck(
         &client,
         &r.pool,
         &args.work_queues,
         args.worker_type.as_deref(),
     )
     .await?;
+    // The runner starts from the pool just read instead of reading it again.
+    let runner = match pool {
+        Some(p) => runner.with_work_pool(p),
+        None => runner,
+    };
     spawn_signal_handler(shutdown.clone());
     runner.run(shutdown.clone()).await?;
     shutdown.cancel();
@@ -178,13 +184,14 @@ pub async fn start(args: StartArgs) -> Result<ExitCode> {
 }
 
 /// Python's CLI checks: warn on a paused pool or paused queues; refuse push/managed pools
-/// and pools of another type (this binary only runs Kubernetes workers).
+/// and pools of another type (this binary only runs Kubernetes workers). Returns the pool
+/// when it exists.
 async fn precheck(
     client: &PrefectClient,
     pool: &str,
     queues: &[String],
     worker_type: Option<&str>,
-) -> Result<()> {
+) -> Result<Option<WorkPool>> {
     if let Some(t) = worker_type
         && t != "kubernetes"
     {
@@ -192,7 +199,7 @@ async fn precheck(
             "--type {t:?} is not supported: this binary runs Kubernetes workers only (--type kubernetes)"
         );
     }
-    match client.read_work_pool(pool).await {
+    let found = match client.read_work_pool(pool).await {
         Ok(p) => {
             if p.is_paused {
                 tracing::warn!(
@@ -212,15 +219,19 @@ async fn precheck(
                     p.pool_type
                 );
             }
+            Some(p)
         }
-        Err(ClientError::NotFound(_)) => {}
+        Err(ClientError::NotFound(_)) => None,
         Err(e @ (ClientError::Unauthorized(_) | ClientError::Forbidden(_))) => {
             bail!(
                 "the Prefect API rejected this worker's credentials: {e}. Check PREFECT_API_KEY (or PREFECT_API_AUTH_STRING) and PREFECT_API_URL"
             );
         }
-        Err(e) => tracing::debug!(error = %e, "work pool pre-check skipped"),
-    }
+        Err(e) => {
+            tracing::debug!(error = %e, "work pool pre-check skipped");
+            None
+        }
+    };
     // Only a warning: checked beside start-up rather than before it.
     let (client, pool, queues) = (client.clone(), pool.to_owned(), queues.to_vec());
     tokio::spawn(async move {
@@ -235,7 +246,7 @@ async fn precheck(
             );
         }
     });
-    Ok(())
+    Ok(found)
 }
 
 /// First SIGINT/SIGTERM: graceful shutdown. Second: exit at once.

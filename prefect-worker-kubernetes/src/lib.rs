@@ -37,6 +37,7 @@
 pub mod clients;
 pub mod configuration;
 pub mod diagnosis;
+mod job_events;
 pub mod pod_events;
 pub mod pod_replicator;
 pub mod run_watch;

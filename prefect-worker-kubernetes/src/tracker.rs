@@ -6,6 +6,8 @@
 //! back-off, bookmarks). It keeps the latest version of every matching object and forwards
 //! changes to the run waiting on that Job through a channel: N runs, still two watches.
 //! Watches start with the first run in a namespace and stay up while the worker lives.
+//! A third, the namespace's `FailedCreate` events (`job_events`), runs only while some run
+//! there waits without a pod.
 //! The same pod watch feeds the pod events ([`PodEventReplicator`]), when they are on.
 
 use std::collections::{HashMap, HashSet};
@@ -13,7 +15,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Event as K8sEvent, Pod};
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
@@ -21,6 +23,7 @@ use kube::{Client, Resource};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::job_events::{self, Change, EventsSource};
 use crate::pod_replicator::PodEventReplicator;
 
 /// A change to a tracked Job or one of its pods.
@@ -30,6 +33,8 @@ pub enum Observation {
     JobDeleted(Arc<Job>),
     Pod(Arc<Pod>),
     PodDeleted(String),
+    /// A `FailedCreate` event about the Job (only while the run asked for events).
+    JobEvent(Arc<K8sEvent>),
 }
 
 /// The label every Job pod carries naming its Job.
@@ -37,17 +42,19 @@ const JOB_NAME_LABEL: &str = "job-name";
 
 /// Pure index of one namespace: latest objects and who waits on which Job.
 #[derive(Debug, Default)]
-struct NamespaceIndex {
+pub(crate) struct NamespaceIndex {
     jobs: HashMap<String, Arc<Job>>,
     pods: HashMap<String, Arc<Pod>>,
     subscribers: HashMap<String, mpsc::UnboundedSender<Observation>>,
     /// Names seen during a relist, to find what vanished while the watch was down.
     relist_jobs: Option<HashSet<String>>,
     relist_pods: Option<HashSet<String>>,
+    /// The namespace's shared FailedCreate events source.
+    pub(crate) events: EventsSource,
 }
 
 impl NamespaceIndex {
-    fn notify(&mut self, job_name: &str, obs: Observation) {
+    pub(crate) fn notify(&mut self, job_name: &str, obs: Observation) {
         if let Some(tx) = self.subscribers.get(job_name)
             && tx.send(obs).is_err()
         {
@@ -210,6 +217,14 @@ struct Watched {
     index: Arc<Mutex<NamespaceIndex>>,
 }
 
+/// What a subscription needs to start its namespace's events source.
+#[derive(Clone)]
+struct EventsContext {
+    client: Client,
+    namespace: String,
+    stop: CancellationToken,
+}
+
 /// The shared tracker. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Tracker {
@@ -225,17 +240,55 @@ pub struct Subscription {
     pub observations: mpsc::UnboundedReceiver<Observation>,
     index: Arc<Mutex<NamespaceIndex>>,
     job: String,
+    events: EventsContext,
+    wants_events: bool,
+}
+
+impl std::fmt::Debug for EventsContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventsContext")
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Subscription {
+    /// Asks for (or gives up) the Job's `FailedCreate` events, delivered as
+    /// [`Observation::JobEvent`]: the namespace's one events watch runs while any run
+    /// there wants them (see `job_events`). Returns `false` when the API already refused
+    /// events in this namespace (RBAC), so none will come.
+    pub fn want_events(&mut self, wanted: bool) -> bool {
+        if wanted == self.wants_events {
+            return true;
+        }
+        self.wants_events = wanted;
+        let (change, forbidden) = {
+            let mut idx = lock(&self.index);
+            let change = idx.events.want(&self.job, wanted, &self.events.stop);
+            (change, idx.events.is_forbidden())
+        };
+        if let Change::Start(token) = change {
+            tokio::spawn(job_events::run(
+                self.events.client.clone(),
+                self.events.namespace.clone(),
+                self.index.clone(),
+                token,
+            ));
+        }
+        !forbidden
+    }
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        self.want_events(false);
         if let Ok(mut idx) = self.index.lock() {
             idx.subscribers.remove(&self.job);
         }
     }
 }
 
-fn lock(index: &Mutex<NamespaceIndex>) -> std::sync::MutexGuard<'_, NamespaceIndex> {
+pub(crate) fn lock(index: &Mutex<NamespaceIndex>) -> std::sync::MutexGuard<'_, NamespaceIndex> {
     // Every mutation is a single map operation; a panic elsewhere cannot leave it half-done.
     index
         .lock()
@@ -278,6 +331,16 @@ impl Tracker {
         self.namespaces.lock().map_or(0, |n| n.len())
     }
 
+    /// How many namespaces have their FailedCreate events watch running now.
+    #[must_use]
+    pub fn events_watches(&self) -> usize {
+        self.namespaces.lock().map_or(0, |n| {
+            n.values()
+                .filter(|w| lock(&w.index).events.is_running())
+                .count()
+        })
+    }
+
     /// Subscribes to the Job `job` in `key`'s namespace, starting that namespace's watches
     /// with `client` when it is the first.
     pub fn subscribe(&self, key: &WatchKey, client: &Client, job: &str) -> Subscription {
@@ -301,6 +364,12 @@ impl Tracker {
             observations,
             index,
             job: job.to_owned(),
+            events: EventsContext {
+                client: client.clone(),
+                namespace: key.namespace.clone(),
+                stop: self.stop.clone(),
+            },
+            wants_events: false,
         }
     }
 

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::error::ClientError;
 use super::models::{
     Deployment, Flow, FlowRun, JsonMap, LogCreate, OrchestrationResult, StateCreate, WorkPool,
-    WorkPoolCreate, WorkQueue, WorkerFlowRunResponse, WorkerHeartbeat,
+    WorkPoolCreate, WorkPoolUpdate, WorkQueue, WorkerFlowRunResponse, WorkerHeartbeat,
 };
 use super::transport::{ApiRequest, RawResponse};
 use super::{PrefectClient, bodies};
@@ -63,6 +63,19 @@ impl PrefectClient {
     ) -> Result<(), ClientError> {
         let req = ApiRequest::new(Method::PATCH, ["work_pools", name])
             .json(&json!({ "base_job_template": template }))?
+            .not_found_maps();
+        self.call(req).await.map(drop)
+    }
+
+    /// `PATCH /work_pools/{name}` with the fields of `update` that are set (204).
+    /// 404 → [`ClientError::NotFound`].
+    pub async fn update_work_pool(
+        &self,
+        name: &str,
+        update: &WorkPoolUpdate,
+    ) -> Result<(), ClientError> {
+        let req = ApiRequest::new(Method::PATCH, ["work_pools", name])
+            .json(update)?
             .not_found_maps();
         self.call(req).await.map(drop)
     }

@@ -213,6 +213,18 @@ pub struct WorkPool {
     pub extra: JsonMap,
 }
 
+/// The body of `PATCH /work_pools/{name}`: only the fields that are set, like Python's
+/// `WorkPoolUpdate` dumped with `exclude_unset`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct WorkPoolUpdate {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_job_template: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency_limit: Option<u64>,
+}
+
 /// The body of `POST /work_pools/`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct WorkPoolCreate {

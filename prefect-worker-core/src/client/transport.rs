@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use url::Url;
 
-use super::csrf::{Csrf, CsrfHeaders};
+use super::csrf::{Csrf, CsrfHeaders, is_csrf_refusal};
 use super::error::{ClientError, HttpError, TransportError, TransportKind};
 use super::headers::{
     CSRF_CLIENT_HEADER, CSRF_TOKEN_HEADER, MAINTENANCE_HEADER, WORKER_ID_HEADER,
@@ -319,15 +319,16 @@ impl Transport {
             if !maintenance {
                 try_count += 1;
             }
-            let csrf_rejected = use_csrf
-                && status == 403
-                && String::from_utf8_lossy(&body).contains("Invalid CSRF token");
-            if csrf_rejected {
-                // A stale or foreign token: fetch a fresh one and try again.
-                self.csrf.invalidate().await;
+            // The server wants a token (none sent yet, or ours is stale or foreign): fetch
+            // one and send the request again (it was refused before being processed).
+            let csrf_rejected =
+                use_csrf && status == 403 && is_csrf_refusal(&body) && self.csrf.refused().await;
+            if csrf_rejected && try_count < max_attempts {
                 csrf = self.csrf.headers(self).await?;
+                // No back-off: nothing failed, the request only lacked its token.
+                continue;
             }
-            let retried = csrf_rejected || self.policy.is_retry_status(status);
+            let retried = self.policy.is_retry_status(status);
             if !retried || try_count >= max_attempts {
                 self.has_connected.store(true, Ordering::Relaxed);
                 return Ok(RawResponse {

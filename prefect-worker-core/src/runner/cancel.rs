@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::engine::Inner;
 use super::propose::force_cancelled;
@@ -72,8 +73,10 @@ impl<W: Worker> Inner<W> {
                 continue;
             };
             let me = self.clone();
-            self.runs
-                .spawn(async move { me.cancel_one(flow_run, pid, configuration).await });
+            let span = super::flow_run_logs::flow_run_span(flow_run.id);
+            self.runs.spawn(
+                async move { me.cancel_one(flow_run, pid, configuration).await }.instrument(span),
+            );
         }
         Ok(())
     }

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::channel::SyncState;
 use super::events::RunnerEvents;
+use super::shared_reads::FlowCache;
 use super::{HealthState, LogShipper, RunnerOptions};
 
 use crate::client::models::WorkPool;
@@ -63,6 +64,8 @@ pub(super) struct Inner<W: Worker> {
     pub(super) submitting: watch::Sender<usize>,
     pub(super) tracked: Mutex<HashMap<Uuid, Tracked<W::Configuration>>>,
     pub(super) logs: LogShipper,
+    /// Flows read so far (a flow's name never changes).
+    pub(super) flows: FlowCache,
     pub(super) events: RunnerEvents,
     /// Tells run tasks to stop waiting on their infrastructure (shutdown).
     pub(super) stop_runs: CancellationToken,
@@ -128,6 +131,7 @@ impl<W: Worker> Runner<W> {
             submitting: watch::Sender::new(0),
             tracked: Mutex::new(HashMap::new()),
             logs,
+            flows: FlowCache::default(),
             events,
             stop_runs: CancellationToken::new(),
             runs: TaskTracker::new(),
@@ -138,6 +142,17 @@ impl<W: Worker> Runner<W> {
             log_stop,
             events_task,
         }
+    }
+
+    /// Starts with `pool` as the work pool, read by the caller just before (the binary's
+    /// start-up checks read it), so the runner does not read it again before its first
+    /// poll: start → first poll stays one round trip.
+    #[must_use]
+    pub fn with_work_pool(self, pool: WorkPool) -> Self {
+        if let Ok(mut slot) = self.inner.work_pool.write() {
+            *slot = Some(pool);
+        }
+        self
     }
 
     /// The event emitter (worker and infrastructure events): its [`EventEmitter::stats`]
@@ -196,7 +211,11 @@ impl<W: Worker> Runner<W> {
         // Setup sync: credentials and a reserved pool name are fatal; anything transient is not.
         // Only the pool is needed before the first poll; the heartbeat and the adoption of
         // Jobs left by an earlier process run beside it, so start → first poll stays short.
-        match inner.sync_pool().await {
+        let first_sync = match inner.work_pool() {
+            Some(pool) => inner.install_pool(pool).await,
+            None => inner.sync_pool().await,
+        };
+        match first_sync {
             Ok(true) => {
                 let hb = inner.clone();
                 tokio::spawn(async move {

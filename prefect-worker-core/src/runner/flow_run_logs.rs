@@ -11,6 +11,14 @@ use uuid::Uuid;
 use crate::client::PrefectClient;
 use crate::client::models::LogCreate;
 
+/// The span a flow run's work runs in: every `tracing` line inside it (the runner's and
+/// the worker's, e.g. Kubernetes watch and API errors) carries `flow_run_id`, so log
+/// pipelines can index them. At ERROR level so that no level filter disables it.
+#[must_use]
+pub fn flow_run_span(flow_run_id: Uuid) -> tracing::Span {
+    tracing::error_span!("flow_run", flow_run_id = %flow_run_id)
+}
+
 /// Python logging levels, as the API stores them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {

@@ -31,6 +31,7 @@ mod heartbeat;
 mod options;
 mod poll;
 mod propose;
+mod shared_reads;
 mod submit;
 mod sync;
 

@@ -3,11 +3,13 @@
 //! `infrastructure_pid` → outcome.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use serde_json::{Value, json};
 
 use super::engine::Inner;
 use super::propose::{PendingOutcome, force_cancelled, propose, propose_crashed, propose_pending};
+use super::shared_reads::SharedDeployment;
 use super::{RunContext, exit_codes};
 use crate::client::ClientError;
 use crate::client::models::{Deployment, Flow, FlowRun, SetStateStatus, StateCreate, StateType};
@@ -77,12 +79,20 @@ impl Drop for SubmittingGuard<'_> {
 
 impl<W: Worker> Inner<W> {
     /// Everything that happens to one claimed flow run until this worker is done with it.
-    pub(super) async fn submit_and_run(self: Arc<Self>, flow_run: FlowRun, logger: FlowRunLogger) {
+    pub(super) async fn submit_and_run(
+        self: Arc<Self>,
+        flow_run: FlowRun,
+        deployment: Option<SharedDeployment>,
+        logger: FlowRunLogger,
+    ) {
         let mut submitting = SubmittingGuard(Some(&self.submitting));
         let Ok(_slot) = self.submissions.clone().acquire_owned().await else {
             return;
         };
-        let (configuration, submitted) = match self.prepare_submission(&flow_run, &logger).await {
+        let (configuration, submitted, submitted_at) = match self
+            .prepare_submission(&flow_run, deployment.as_ref(), &logger)
+            .await
+        {
             Ok(Some(c)) => c,
             Ok(None) => {
                 self.untrack(flow_run.id);
@@ -103,7 +113,10 @@ impl<W: Worker> Inner<W> {
             t.configuration = Some(configuration.clone());
         }
 
-        let (ctx, started) = RunContext::new(logger.clone(), self.client.clone());
+        let (mut ctx, started) = RunContext::new(logger.clone(), self.client.clone());
+        if let Some(at) = submitted_at {
+            ctx.set_submitted_at(at);
+        }
         let run = self.worker.run(&flow_run, configuration, ctx);
         tokio::pin!(run);
         // Phase 1, not interrupted by shutdown: until the infrastructure exists (or the run
@@ -137,17 +150,21 @@ impl<W: Worker> Inner<W> {
         }
     }
 
-    /// Steps before `run`: the configuration and the submitted event. `Ok(None)`: the run
-    /// is not ours to submit (already logged).
+    /// Steps before `run`: the configuration, the submitted event, and when Submitting was
+    /// accepted (if it was). `Ok(None)`: the run is not ours to submit (already logged).
     async fn prepare_submission(
         &self,
         flow_run: &FlowRun,
+        shared_deployment: Option<&SharedDeployment>,
         logger: &FlowRunLogger,
-    ) -> Result<Option<(W::Configuration, Option<Event>)>, SubmitFailure> {
-        // 1. Deployment existence check.
-        let deployment = match flow_run.deployment_id {
-            None => None,
-            Some(id) => match self.client.read_deployment(id).await {
+    ) -> Result<Option<(W::Configuration, Option<Event>, Option<Instant>)>, SubmitFailure> {
+        // 1. Deployment existence check (one read per poll and deployment).
+        let deployment = match (flow_run.deployment_id, shared_deployment) {
+            (None, _) => None,
+            (Some(id), shared) => match match shared {
+                Some(s) => s.get(&self.client).await,
+                None => self.client.read_deployment(id).await,
+            } {
                 Ok(d) => Some(d),
                 Err(ClientError::NotFound(_)) => {
                     logger.error(format!(
@@ -231,7 +248,14 @@ impl<W: Worker> Inner<W> {
         // 5. Submitting. Other errors are not worth failing the run for (Python ignores
         // them), but an ABORT means another worker renamed the run to Submitting first:
         // the Pending proposals of both were accepted at once, and the run is theirs.
-        match propose(&self.client, flow_run.id, &StateCreate::submitting(), false).await {
+        let submitted_at = match propose(
+            &self.client,
+            flow_run.id,
+            &StateCreate::submitting(),
+            false,
+        )
+        .await
+        {
             Ok(r) if r.status == SetStateStatus::Abort => {
                 logger.info(format!(
                     "Aborted submission of flow run '{}': another worker is submitting it ({})",
@@ -240,12 +264,14 @@ impl<W: Worker> Inner<W> {
                 ));
                 return Ok(None);
             }
-            Ok(_) => {}
+            Ok(r) if r.status == SetStateStatus::Accept => Some(Instant::now()),
+            Ok(_) => None,
             Err(e) => {
                 tracing::debug!(flow_run_id = %flow_run.id, error = %e, "could not set Submitting state");
+                None
             }
-        }
-        Ok(Some((configuration, submitted)))
+        };
+        Ok(Some((configuration, submitted, submitted_at)))
     }
 
     /// Whether the run is still in the Pending state this worker's claim created.
@@ -307,8 +333,8 @@ impl<W: Worker> Inner<W> {
         &self,
         flow_run: &FlowRun,
         deployment: Option<&Deployment>,
-    ) -> Result<(W::Configuration, Flow), SubmitFailure> {
-        let flow = self.client.read_flow(flow_run.flow_id).await?;
+    ) -> Result<(W::Configuration, Arc<Flow>), SubmitFailure> {
+        let flow = self.flows.get(&self.client, flow_run.flow_id).await?;
         let Some(pool) = self.work_pool() else {
             return Err(SubmitFailure {
                 type_name: "RuntimeError",
@@ -328,7 +354,7 @@ impl<W: Worker> Inner<W> {
         let ctx = PrepareContext {
             flow_run,
             deployment,
-            flow: Some(&flow),
+            flow: Some(flow.as_ref()),
             work_pool: &pool,
             worker_name: &self.options.worker_name,
             worker_id: worker_id.as_deref(),

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::RunContext;
 use super::engine::{Inner, Tracked};
@@ -33,10 +34,6 @@ impl<W: Worker> Inner<W> {
     /// lands while the read is in flight wins over it.
     pub(super) async fn sync_pool(&self) -> Result<bool, ClientError> {
         let generation = self.sync_state.pool_generation.load(Ordering::SeqCst);
-        let overtaken = || {
-            self.channel_healthy()
-                && self.sync_state.pool_generation.load(Ordering::SeqCst) != generation
-        };
         let name = &self.options.work_pool_name;
         let pool = match self.client.read_work_pool(name).await {
             Ok(p) => p,
@@ -62,11 +59,32 @@ impl<W: Worker> Inner<W> {
             }
             Err(e) => return Err(e),
         };
-        let mut pool = pool;
+        self.install_pool_read_at(pool, generation).await
+    }
+
+    /// Caches `pool` as the runner's pool, after giving an empty pool the worker's default
+    /// template and warning about a type mismatch. Always `Ok(true)` unless the PATCH fails.
+    pub(super) async fn install_pool(&self, pool: WorkPool) -> Result<bool, ClientError> {
+        let generation = self.sync_state.pool_generation.load(Ordering::SeqCst);
+        self.install_pool_read_at(pool, generation).await
+    }
+
+    /// [`Self::install_pool`] for a pool read when the snapshot generation was `generation`:
+    /// a channel snapshot applied since then is newer and is kept.
+    async fn install_pool_read_at(
+        &self,
+        mut pool: WorkPool,
+        generation: u64,
+    ) -> Result<bool, ClientError> {
+        let overtaken = || {
+            self.channel_healthy()
+                && self.sync_state.pool_generation.load(Ordering::SeqCst) != generation
+        };
         if overtaken() {
             tracing::debug!("a channel snapshot arrived during the REST work-pool read; kept it");
             return Ok(true);
         }
+        let name = &self.options.work_pool_name;
         if pool.base_job_template.is_empty() {
             let template = self.worker.default_base_job_template();
             self.client
@@ -176,16 +194,20 @@ impl<W: Worker> Inner<W> {
             let (mut ctx, _started) = RunContext::new(logger.clone(), self.client.clone());
             ctx.started(pid.clone());
             let me = self.clone();
-            self.runs.spawn(async move {
-                let _limit = limit_permit;
-                let result = tokio::select! {
-                    r = me.worker.resume(&flow_run, &pid, configuration, ctx) => Some(r),
-                    () = me.stop_runs.cancelled() => None,
-                };
-                if let Some(r) = result {
-                    me.finish(&flow_run, &logger, r).await;
+            let span = super::flow_run_logs::flow_run_span(flow_run.id);
+            self.runs.spawn(
+                async move {
+                    let _limit = limit_permit;
+                    let result = tokio::select! {
+                        r = me.worker.resume(&flow_run, &pid, configuration, ctx) => Some(r),
+                        () = me.stop_runs.cancelled() => None,
+                    };
+                    if let Some(r) = result {
+                        me.finish(&flow_run, &logger, r).await;
+                    }
                 }
-            });
+                .instrument(span),
+            );
         }
     }
 }

@@ -2,6 +2,7 @@
 
 mod create;
 mod logs;
+mod permissions;
 mod secrets;
 pub mod settings;
 mod wait;
@@ -18,7 +19,7 @@ use prefect_worker_core::runner::RunContext;
 use prefect_worker_core::worker::{KillError, RunError, Worker, WorkerResult};
 use serde_json::Value;
 
-pub use logs::{OutputSink, stdout_sink};
+pub use logs::{LogStreamLimit, OutputSink, stdout_sink};
 pub use settings::KubernetesSettings;
 
 use crate::clients::{ClientCache, cluster_key};
@@ -91,8 +92,12 @@ pub struct KubernetesWorker {
     clients: ClientCache,
     tracker: Tracker,
     output: OutputSink,
+    /// Bounds the `stream_output` streams open at once.
+    log_streams: LogStreamLimit,
     /// API-key Secrets this worker upserted: (client, namespace, name), deleted at teardown.
     created_secrets: Mutex<Vec<(kube::Client, String, String)>>,
+    /// Secret permissions RBAC refused, so that each is warned about once.
+    missing_permissions: permissions::MissingPermissions,
 }
 
 impl std::fmt::Debug for KubernetesWorker {
@@ -112,11 +117,13 @@ impl KubernetesWorker {
         let selector = label_selector(&options.worker_name);
         Self {
             worker_name: options.worker_name,
+            log_streams: LogStreamLimit::new(options.settings.max_log_streams),
             settings: options.settings,
             clients: options.clients,
             tracker: Tracker::new(selector),
             output: options.output,
             created_secrets: Mutex::new(Vec::new()),
+            missing_permissions: permissions::MissingPermissions::default(),
         }
     }
 
@@ -124,6 +131,12 @@ impl KubernetesWorker {
     #[must_use]
     pub fn tracker(&self) -> &Tracker {
         &self.tracker
+    }
+
+    /// The `stream_output` log streams open now.
+    #[must_use]
+    pub fn log_streams_open(&self) -> usize {
+        self.log_streams.open()
     }
 
     fn limits(&self, configuration: &KubernetesWorkerJobConfiguration) -> Limits {
@@ -200,13 +213,19 @@ impl Worker for KubernetesWorker {
         let namespace = configuration.namespace.clone();
         let mut manifest = configuration.job_manifest.clone();
         ctx.logger().info("Creating Kubernetes job...");
+        let cluster = cluster_key(cluster_value(&configuration).as_ref());
+        let target = secrets::SecretTarget {
+            client: &client,
+            cluster: &cluster,
+            namespace: &namespace,
+        };
         let plan = secrets::apply_before_create(
-            &client,
+            target,
             &self.settings,
             &self.worker_name,
             &flow_run.id.to_string(),
-            &namespace,
             &mut manifest,
+            &self.missing_permissions,
         )
         .await
         .map_err(|e| RunError::new("InfrastructureError", e.to_string()))?;
@@ -238,10 +257,11 @@ impl Worker for KubernetesWorker {
             .clone()
             .unwrap_or_else(|| namespace.clone());
         let job_name = job.metadata.name.clone().unwrap_or_default();
-        if let Some((ns, name)) = &plan.env_secret
-            && let Err(e) = secrets::adopt_env_secret(&client, ns, name, &job).await
+        if let Some((_, name)) = &plan.env_secret
+            && let Some(w) =
+                secrets::own_env_secret(target, name, &job, &self.missing_permissions).await
         {
-            ctx.logger().warning(format!("Could not make Secret '{name}' owned by Job '{job_name}'; it will outlive the Job: {e}"));
+            ctx.logger().warning(w);
         }
         ctx.logger().info(format!(
             "Kubernetes job '{job_name}' created in namespace '{job_ns}'"

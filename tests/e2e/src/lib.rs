@@ -4,6 +4,7 @@
 // Test infrastructure: a poisoned lock or a failed setup is a failed test, said loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod chart;
 pub mod k8s;
 pub mod log_capture;
 pub mod proxy;
