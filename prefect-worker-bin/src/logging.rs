@@ -10,14 +10,24 @@ use tracing_subscriber::fmt::format::JsonFields;
 
 use crate::args::LogFormat;
 
+/// Directives applied over any filter, `RUST_LOG` included.
+const SECRET_SAFE_CAPS: [&str; 2] = ["tungstenite=info", "tokio_tungstenite=info"];
+
 /// Level from `RUST_LOG`, else debug with `PREFECT_DEBUG_MODE` (what the Helm chart's
 /// `worker.image.debug` sets; Prefect then logs at DEBUG) or `PREFECT_WORKER_DEBUG_MODE`,
 /// else `PREFECT_LOGGING_LEVEL`, else info.
 pub fn init(format: LogFormat) {
     let default = default_level(&|k: &str| std::env::var(k).ok());
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(format!("{default},hyper=warn,reqwest=warn,kube_client=warn,kube_runtime=warn,tower=warn,h2=warn,rustls=warn"))
     });
+    // Whatever was asked for: the websocket library's debug and trace logs print whole
+    // frames and upgrade requests, and those carry the API key or auth string.
+    for cap in SECRET_SAFE_CAPS {
+        if let Ok(d) = cap.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -85,6 +85,8 @@ pub fn show_config(args: &StartArgs) -> Result<ExitCode> {
         "query_seconds": r.settings.query_interval.as_secs_f64(),
         "heartbeat_seconds": r.settings.heartbeat_interval.as_secs_f64(),
         "cancellation_poll_seconds": r.settings.cancellation_poll_interval.as_secs_f64(),
+        "enable_cancellation": r.settings.enable_cancellation,
+        "channel_enabled": r.settings.channel_enabled,
         "limit": r.limit,
         "create_pool_if_not_found": r.create_pool_if_not_found,
         "webserver": format!("{}:{}", r.settings.webserver_host, r.settings.webserver_port),

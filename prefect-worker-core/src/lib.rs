@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod channel;
 pub mod client;
 pub mod events;
 pub mod job_config;
@@ -15,4 +16,4 @@ pub const PREFECT_VERSION: &str = "3.9.1";
 /// The Prefect REST API version sent in `X-PREFECT-API-VERSION`.
 pub const API_VERSION: &str = "0.8.4";
 
-pub use worker::{KillError, RunError, Worker, WorkerResult};
+pub use worker::{Integration, KillError, RunError, Worker, WorkerResult};

@@ -49,6 +49,10 @@ pub mod worker;
 
 pub use worker::{KubernetesSettings, KubernetesWorker, KubernetesWorkerOptions};
 
+/// The prefect-kubernetes release whose behaviour this worker matches (reported as the
+/// worker's metadata to Prefect).
+pub const PREFECT_KUBERNETES_VERSION: &str = "0.8.0";
+
 pub use configuration::{
     KubernetesWorkerJobConfiguration, KubernetesWorkerVariables, preview_from_golden_input,
 };

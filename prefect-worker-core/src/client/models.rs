@@ -236,6 +236,32 @@ pub struct WorkPoolCreate {
     pub base_job_template: Option<Value>,
 }
 
+/// A worker heartbeat (`POST /work_pools/{pool}/workers/heartbeat`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WorkerHeartbeat<'a> {
+    /// The worker's name.
+    pub worker_name: &'a str,
+    /// How often the worker heartbeats; the server marks it offline after a few misses.
+    pub heartbeat_interval_seconds: u64,
+    /// Ask for the worker's id (`return_id`; Prefect Cloud only).
+    pub return_id: bool,
+    /// `{"integrations": [...]}` (Prefect Cloud only, sent once).
+    pub metadata: Option<&'a Value>,
+}
+
+impl<'a> WorkerHeartbeat<'a> {
+    /// The self-hosted form: name and interval only.
+    #[must_use]
+    pub fn new(worker_name: &'a str, heartbeat_interval_seconds: u64) -> Self {
+        Self {
+            worker_name,
+            heartbeat_interval_seconds,
+            return_id: false,
+            metadata: None,
+        }
+    }
+}
+
 /// A work queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkQueue {

@@ -17,8 +17,8 @@ use super::propose::force_cancelled;
 use crate::client::models::FlowRun;
 use crate::worker::{KillError, Worker};
 
-/// Grace period given to infrastructure being cancelled.
-const KILL_GRACE: Duration = Duration::from_secs(30);
+/// Grace period given to infrastructure being cancelled (and torn down by cleanup delivery).
+pub(super) const KILL_GRACE: Duration = Duration::from_secs(30);
 
 impl<W: Worker> Inner<W> {
     pub(super) async fn cancellation_loop(self: Arc<Self>, stop: CancellationToken) {

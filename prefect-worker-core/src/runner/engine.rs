@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+use super::channel::SyncState;
 use super::events::RunnerEvents;
 use super::shared_reads::FlowCache;
 use super::{HealthState, LogShipper, RunnerOptions};
@@ -53,6 +54,8 @@ pub(super) struct Inner<W: Worker> {
     pub(super) client: PrefectClient,
     pub(super) options: RunnerOptions,
     pub(super) work_pool: RwLock<Option<WorkPool>>,
+    /// The worker channel, Cloud's worker id and what was already sent (`runner/channel.rs`).
+    pub(super) sync_state: SyncState,
     pub(super) health: Arc<HealthState>,
     /// `--limit`: held from claim until the run's infrastructure has finished.
     pub(super) limiter: Option<Arc<Semaphore>>,
@@ -126,6 +129,7 @@ impl<W: Worker> Runner<W> {
         let inner = Arc::new(Inner {
             worker: Arc::new(worker),
             client,
+            sync_state: SyncState::new(options.worker_id.clone()),
             options,
             work_pool: RwLock::new(None),
             health,
@@ -197,16 +201,19 @@ impl<W: Worker> Runner<W> {
         inner
             .client
             .set_worker_name(Some(inner.options.worker_name.clone()));
+        inner.client.set_worker_id(inner.worker_id());
         let result = self.serve(&shutdown).await;
         // Graceful end, whatever stopped us.
         inner.wait_for_submissions().await;
         inner.stop_runs.cancel();
         inner.runs.close();
         inner.runs.wait().await;
+        inner.stop_channel().await;
         inner.emit_stopped();
         inner.worker.teardown().await;
         self.events_task.shutdown().await;
         inner.client.set_worker_name(None);
+        inner.client.set_worker_id(None);
         self.log_stop.cancel();
         if let Some(t) = self.log_task {
             let _ = t.await;
@@ -217,6 +224,8 @@ impl<W: Worker> Runner<W> {
 
     async fn serve(&self, shutdown: &CancellationToken) -> Result<(), RunnerError> {
         let inner = &self.inner;
+        // The worker channel sets itself up in the background: REST serves until it is healthy.
+        inner.start_channel();
         // Setup sync: credentials and a reserved pool name are fatal; anything transient is not.
         // Only the pool is needed before the first poll; the heartbeat and the adoption of
         // Jobs left by an earlier process run beside it, so start → first poll stays short.
@@ -228,6 +237,11 @@ impl<W: Worker> Runner<W> {
             Ok(true) => {
                 let hb = inner.clone();
                 tokio::spawn(async move {
+                    // A channel that comes up heartbeats itself (its hello records one).
+                    hb.channel_settled().await;
+                    if hb.channel_healthy() {
+                        return;
+                    }
                     if let Err(e) = hb.heartbeat().await {
                         tracing::warn!(error = %e, "worker heartbeat failed; will retry");
                     }
@@ -269,7 +283,14 @@ impl<W: Worker> Runner<W> {
         let loops = CancellationToken::new();
         let sync_loop = tokio::spawn(inner.clone().sync_loop(loops.clone()));
         let poll_loop = tokio::spawn(inner.clone().poll_loop(loops.clone()));
-        let cancel_loop = tokio::spawn(inner.clone().cancellation_loop(loops.clone()));
+        let cancel_loop = if inner.options.cancellation_enabled {
+            tokio::spawn(inner.clone().cancellation_loop(loops.clone()))
+        } else {
+            tracing::info!(
+                "worker-side cancellation is off (PREFECT_WORKER_ENABLE_CANCELLATION=false)"
+            );
+            tokio::spawn(async {})
+        };
         shutdown.cancelled().await;
         tracing::info!("shutting down: no new flow runs will be submitted");
         loops.cancel();

@@ -80,6 +80,12 @@ impl<W: Worker> Inner<W> {
                 "Worker '{}' submitting flow run '{}'",
                 self.options.worker_name, flow_run.id
             ));
+            if let Some(worker_id) = self.worker_id() {
+                logger.info(format!(
+                    "Running on worker id: {worker_id}. See worker logs here: {}",
+                    self.worker_ui_url(&worker_id)
+                ));
+            }
             let deployment = flow_run
                 .deployment_id
                 .map(|id| deployments.for_deployment(id));

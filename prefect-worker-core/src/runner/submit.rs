@@ -26,6 +26,13 @@ pub(super) struct SubmitFailure {
     message: String,
 }
 
+impl SubmitFailure {
+    /// Something the configuration needs (the deployment) no longer exists.
+    pub(super) fn is_not_found(&self) -> bool {
+        self.type_name == "ObjectNotFound"
+    }
+}
+
 impl std::fmt::Display for SubmitFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.type_name, self.message)
@@ -351,13 +358,15 @@ impl<W: Worker> Inner<W> {
         } else {
             pool.base_job_template.clone()
         };
+        // The id Prefect Cloud gave this worker so far (PREFECT__WORKER_ID in the job).
+        let worker_id = self.worker_id();
         let ctx = PrepareContext {
             flow_run,
             deployment,
             flow: Some(flow.as_ref()),
             work_pool: &pool,
             worker_name: &self.options.worker_name,
-            worker_id: self.options.worker_id.as_deref(),
+            worker_id: worker_id.as_deref(),
             environment: &self.options.environment,
             versions: &self.options.versions,
         };

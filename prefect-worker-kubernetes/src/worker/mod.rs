@@ -208,6 +208,15 @@ impl Worker for KubernetesWorker {
         crate::configuration::default_base_job_template()
     }
 
+    /// Reported as the worker's metadata: the Python package this worker stands in for, at
+    /// the version whose behaviour it matches.
+    fn integrations(&self) -> Vec<prefect_worker_core::Integration> {
+        vec![prefect_worker_core::Integration {
+            name: "prefect-kubernetes".to_owned(),
+            version: crate::PREFECT_KUBERNETES_VERSION.to_owned(),
+        }]
+    }
+
     async fn run(
         &self,
         flow_run: &FlowRun,

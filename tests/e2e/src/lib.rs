@@ -7,7 +7,9 @@
 pub mod chart;
 pub mod exposition;
 pub mod k8s;
+pub mod log_capture;
 pub mod proxy;
+pub mod proxy_ws;
 pub mod recording;
 
 use std::time::Duration;

@@ -24,6 +24,8 @@ struct Shared {
     upstream: String,
     faults: Arc<Mutex<Vec<Fault>>>,
     http: reqwest::Client,
+    seen: Arc<Mutex<Vec<(Method, String)>>>,
+    ws: crate::proxy_ws::WsTaps,
 }
 
 /// The running proxy.
@@ -31,16 +33,23 @@ struct Shared {
 pub struct FaultProxy {
     pub api_url: String,
     faults: Arc<Mutex<Vec<Fault>>>,
+    seen: Arc<Mutex<Vec<(Method, String)>>>,
+    /// Websockets passed through (frames, connects, closing them).
+    pub ws: crate::proxy_ws::WsTaps,
 }
 
 impl FaultProxy {
     /// Starts a proxy on 127.0.0.1:0 forwarding to `upstream_api_url` (`http://host:port/api`).
     pub async fn start(upstream_api_url: &str) -> anyhow::Result<Self> {
         let faults = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let ws = crate::proxy_ws::WsTaps::default();
         let shared = Shared {
             upstream: upstream_api_url.trim_end_matches('/').to_owned(),
             faults: faults.clone(),
             http: reqwest::Client::new(),
+            seen: seen.clone(),
+            ws: ws.clone(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -51,12 +60,20 @@ impl FaultProxy {
         Ok(Self {
             api_url: format!("http://{addr}/api"),
             faults,
+            seen,
+            ws,
         })
     }
 
     /// Answers matching requests with `fault` from now on.
     pub fn inject(&self, fault: Fault) {
         self.faults.lock().unwrap().push(fault);
+    }
+
+    /// Every request received so far (method, path after the API prefix), websocket
+    /// upgrades included.
+    pub fn requests(&self) -> Vec<(Method, String)> {
+        self.seen.lock().unwrap().clone()
     }
 }
 
@@ -68,6 +85,7 @@ async fn forward(State(s): State<Shared>, req: Request) -> Response {
         .query()
         .map(|q| format!("?{q}"))
         .unwrap_or_default();
+    s.seen.lock().unwrap().push((method.clone(), path.clone()));
     if let Some(f) = s
         .faults
         .lock()
@@ -81,6 +99,9 @@ async fn forward(State(s): State<Shared>, req: Request) -> Response {
             f.body.clone(),
         )
             .into_response();
+    }
+    if crate::proxy_ws::is_upgrade(&req) {
+        return crate::proxy_ws::bridge(&s.upstream, path, query, req, s.ws.clone()).await;
     }
     let headers: HeaderMap = req.headers().clone();
     let body: Bytes = match axum::body::to_bytes(req.into_body(), 64 * 1024 * 1024).await {
