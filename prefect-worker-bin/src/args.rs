@@ -89,6 +89,10 @@ pub struct StartArgs {
     #[arg(long, env = "PREFECT_WORKER_WITH_HEALTHCHECK")]
     pub with_healthcheck: bool,
 
+    /// Serve Prometheus metrics at `GET /metrics` on the same web server as `/health`.
+    #[arg(long, env = "PREFECT_WORKER_WITH_METRICS")]
+    pub with_metrics: bool,
+
     /// Accepted for compatibility; a Rust worker installs nothing.
     #[arg(
         long,

@@ -9,9 +9,11 @@
 //! contract: [`Worker`], [`RunContext`], results and errors); then [`runner`], which
 //! drives any `Worker`.
 
+pub mod channel;
 pub mod client;
 pub mod events;
 pub mod job_config;
+pub mod metrics;
 pub mod runner;
 pub mod settings;
 pub mod slug;
@@ -27,4 +29,6 @@ pub const API_VERSION: &str = "0.8.4";
 // and return, and the configuration it is built from. (The older module paths, e.g.
 // `runner::RunContext`, keep working.)
 pub use job_config::{BaseJobConfiguration, ConfigurationError, JobConfiguration, PrepareContext};
-pub use worker::{FlowRunLogger, KillError, Level, RunContext, RunError, Worker, WorkerResult};
+pub use worker::{
+    FlowRunLogger, Integration, KillError, Level, RunContext, RunError, Worker, WorkerResult,
+};

@@ -14,11 +14,14 @@
 //! [`diagnosis`], [`run_watch`] and [`pod_events`] (pure: Kubernetes objects → diagnoses,
 //! outcomes and pod events), [`tracker`] (the shared watches), [`clients`] (clients per
 //! cluster), [`worker`] (the [`prefect_worker_core::Worker`] implementation: secrets, Job
-//! creation, waiting, cancellation, adoption).
+//! creation, waiting, cancellation, adoption), [`metrics`] (its Prometheus families, with
+//! [`KubernetesWorkerOptions::with_metrics`]).
 
 pub mod clients;
 pub mod configuration;
 pub mod diagnosis;
+mod job_events;
+pub mod metrics;
 pub mod pod_events;
 pub mod pod_replicator;
 pub mod run_watch;
@@ -28,7 +31,8 @@ pub mod worker;
 pub use worker::{KubernetesSettings, KubernetesWorker, KubernetesWorkerOptions};
 
 /// The prefect-kubernetes version whose job templates, manifests and behaviour this
-/// worker reproduces (with [`prefect_worker_core::PREFECT_VERSION`]).
+/// worker reproduces (with [`prefect_worker_core::PREFECT_VERSION`]), reported as the
+/// worker's metadata to Prefect.
 pub const PREFECT_KUBERNETES_VERSION: &str = "0.8.0";
 
 pub use configuration::{

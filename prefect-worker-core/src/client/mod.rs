@@ -95,6 +95,14 @@ impl PrefectClient {
         &self.inner.websocket
     }
 
+    /// Counts every request of this client (and its clones) in `metrics`:
+    /// `prefect_worker_api_requests_total` and `..._duration_seconds` by route template
+    /// (see [`crate::metrics::api`]). [`crate::runner::Runner::new`] does this when its
+    /// options carry metrics; the first registry attached wins.
+    pub fn attach_metrics(&self, metrics: &crate::metrics::Metrics) {
+        self.inner.attach_metrics(metrics);
+    }
+
     /// When the latest `Prefect-Maintenance` back-off ends (for the health check, §2.8).
     #[must_use]
     pub fn maintenance_until(&self) -> Option<Instant> {

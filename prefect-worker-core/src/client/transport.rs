@@ -2,7 +2,8 @@
 //! "Retries", and turning the final answer into a body or a typed [`ClientError`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{PoisonError, RwLock};
+use std::sync::{OnceLock, PoisonError, RwLock};
+use std::time::Instant;
 
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::{Certificate, Method};
@@ -10,7 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use url::Url;
 
-use super::csrf::{Csrf, CsrfHeaders};
+use super::csrf::{Csrf, CsrfHeaders, is_csrf_refusal};
 use super::error::{ClientError, HttpError, TransportError, TransportKind};
 use super::headers::{
     CSRF_CLIENT_HEADER, CSRF_TOKEN_HEADER, MAINTENANCE_HEADER, WORKER_ID_HEADER,
@@ -131,6 +132,8 @@ pub(crate) struct Transport {
     pub(crate) websocket: super::websocket::WebSocketSettings,
     /// `PREFECT_CLOUD_API_URL` matched the API URL.
     cloud: bool,
+    /// Where each attempt is counted, once a runner (or the embedder) attached metrics.
+    metrics: OnceLock<crate::metrics::Metrics>,
 }
 
 impl Transport {
@@ -196,7 +199,33 @@ impl Transport {
             has_connected: AtomicBool::new(false),
             maintenance: o.maintenance,
             redactor: Redactor::new(o.api_key.as_ref(), o.auth_string.as_ref()),
+            metrics: OnceLock::new(),
         })
+    }
+
+    /// Counts every later attempt in `metrics` (the first call wins).
+    pub(crate) fn attach_metrics(&self, metrics: &crate::metrics::Metrics) {
+        let _ = self.metrics.set(metrics.clone());
+    }
+
+    /// One attempt at `req` ended with an HTTP status or a transport failure.
+    fn record_attempt(
+        &self,
+        req: &ApiRequest,
+        status: Result<u16, &reqwest::Error>,
+        started: Instant,
+    ) {
+        let Some(m) = self.metrics.get() else { return };
+        let status = match status {
+            Ok(code) => code.to_string(),
+            Err(e) if e.is_timeout() => "timeout".to_owned(),
+            Err(e) if e.is_connect() => "connect_error".to_owned(),
+            Err(_) => "io_error".to_owned(),
+        };
+        let endpoint = crate::metrics::api::route_template(&req.segments);
+        let method = crate::metrics::api::method_label(req.method.as_str());
+        m.api()
+            .record(method, &endpoint, &status, started.elapsed());
     }
 
     pub(crate) fn set_worker_name(&self, name: Option<String>) {
@@ -277,6 +306,7 @@ impl Transport {
             if let Some(body) = &req.body {
                 rb = rb.body(body.clone());
             }
+            let attempt_started = Instant::now();
             let outcome = match rb.send().await {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
@@ -287,6 +317,7 @@ impl Transport {
                 }
                 Err(e) => Err(e),
             };
+            self.record_attempt(req, outcome.as_ref().map(|(s, _, _)| *s), attempt_started);
             let (status, headers, body) = match outcome {
                 Ok(answer) => answer,
                 Err(e) => {
@@ -319,15 +350,16 @@ impl Transport {
             if !maintenance {
                 try_count += 1;
             }
-            let csrf_rejected = use_csrf
-                && status == 403
-                && String::from_utf8_lossy(&body).contains("Invalid CSRF token");
-            if csrf_rejected {
-                // A stale or foreign token: fetch a fresh one and try again.
-                self.csrf.invalidate().await;
+            // The server wants a token (none sent yet, or ours is stale or foreign): fetch
+            // one and send the request again (it was refused before being processed).
+            let csrf_rejected =
+                use_csrf && status == 403 && is_csrf_refusal(&body) && self.csrf.refused().await;
+            if csrf_rejected && try_count < max_attempts {
                 csrf = self.csrf.headers(self).await?;
+                // No back-off: nothing failed, the request only lacked its token.
+                continue;
             }
-            let retried = csrf_rejected || self.policy.is_retry_status(status);
+            let retried = self.policy.is_retry_status(status);
             if !retried || try_count >= max_attempts {
                 self.has_connected.store(true, Ordering::Relaxed);
                 return Ok(RawResponse {

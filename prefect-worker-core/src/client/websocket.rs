@@ -136,6 +136,8 @@ pub(crate) struct WebSocketSettings {
     headers: HeaderMap,
     basic: Option<HeaderValue>,
     bearer: Option<HeaderValue>,
+    /// The token of an `auth` message: the auth string, else the API key.
+    auth_message_token: Option<super::secret::Secret>,
     tls_insecure_skip_verify: bool,
     ssl_cert_file: Option<std::path::PathBuf>,
     tls: OnceLock<Result<Arc<rustls::ClientConfig>, String>>,
@@ -189,6 +191,7 @@ impl WebSocketSettings {
             headers,
             basic,
             bearer,
+            auth_message_token: o.auth_string.clone().or_else(|| o.api_key.clone()),
             tls_insecure_skip_verify: o.tls_insecure_skip_verify,
             ssl_cert_file: o.ssl_cert_file.clone(),
             tls: OnceLock::new(),
@@ -316,6 +319,16 @@ impl WebSocketSettings {
     }
 }
 
+impl super::PrefectClient {
+    /// The token a websocket protocol sends in its `{"type": "auth", "token": ...}` message
+    /// after the upgrade (the worker channel, spec §2.2A): `PREFECT_API_AUTH_STRING`, else
+    /// `PREFECT_API_KEY`, raw (not base64). `None` when neither is set.
+    #[must_use]
+    pub fn auth_message_token(&self) -> Option<&super::secret::Secret> {
+        self.inner.websocket.auth_message_token.as_ref()
+    }
+}
+
 /// `http://h/api` + `[a, b]` → `ws://h/api/a/b` (segments percent-encoded), and the path
 /// below the API URL for messages.
 pub(crate) fn websocket_url(base: &Url, segments: &[String]) -> Result<(Url, String), String> {
@@ -430,5 +443,9 @@ mod tests {
         assert_eq!(s.bearer.as_ref().unwrap(), "bearer pnu_key");
         assert!(s.basic.as_ref().unwrap().is_sensitive());
         assert!(!format!("{s:?}").contains("pnu_key"));
+        assert_eq!(s.auth_message_token.as_ref().unwrap().expose(), "user:pass");
+        let o = ClientOptions::new("http://h/api").with_api_key("pnu_key");
+        let s = WebSocketSettings::new(&o, &super::super::headers::base_headers(&o).unwrap());
+        assert_eq!(s.auth_message_token.as_ref().unwrap().expose(), "pnu_key");
     }
 }

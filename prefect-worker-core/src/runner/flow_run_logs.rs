@@ -10,8 +10,17 @@ use uuid::Uuid;
 
 use crate::client::PrefectClient;
 use crate::client::models::LogCreate;
+
 /// Re-exported from [`crate::worker`], where the contract a worker implements lives.
 pub use crate::worker::{FlowRunLogger, Level};
+
+/// The span a flow run's work runs in: every `tracing` line inside it (the runner's and
+/// the worker's, e.g. Kubernetes watch and API errors) carries `flow_run_id`, so log
+/// pipelines can index them. At ERROR level so that no level filter disables it.
+#[must_use]
+pub fn flow_run_span(flow_run_id: Uuid) -> tracing::Span {
+    tracing::error_span!("flow_run", flow_run_id = %flow_run_id)
+}
 
 /// Hands out [`FlowRunLogger`]s and ships what they log.
 #[derive(Debug, Clone)]

@@ -7,21 +7,30 @@
 //!                                                           │  Submitting → Worker::run
 //!                                                           │  → infrastructure_pid → outcome
 //!   cancellation loop ──► CANCELLING runs we launched ──► kill_infrastructure → Cancelled
+//!   worker channel ──► snapshots → work pool cache; cleanup.message → kill_infrastructure
 //! ```
+//!
+//! While the worker channel ([`crate::channel`]) is healthy it carries the heartbeat and the
+//! work pool, and the sync loop makes no REST calls; otherwise the sync loop reads the pool
+//! and heartbeats over REST.
 //!
 //! Nothing the API does makes the runner exit: transient errors and outages back off and
 //! retry forever. Only a credential rejected at startup, or a pool the server refuses to
 //! create, stops it (there is nothing useful a worker can do then).
 
 mod cancel;
+mod channel;
+mod cleanup;
 mod engine;
 mod events;
 pub mod exit_codes;
 pub mod flow_run_logs;
 pub mod health;
+mod heartbeat;
 mod options;
 mod poll;
 mod propose;
+mod shared_reads;
 mod submit;
 mod sync;
 

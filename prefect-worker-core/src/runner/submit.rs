@@ -3,16 +3,19 @@
 //! `infrastructure_pid` → outcome.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use serde_json::{Value, json};
 
 use super::engine::Inner;
 use super::exit_codes;
 use super::propose::{PendingOutcome, force_cancelled, propose, propose_crashed, propose_pending};
+use super::shared_reads::SharedDeployment;
 use crate::client::ClientError;
 use crate::client::models::{Deployment, Flow, FlowRun, SetStateStatus, StateCreate, StateType};
 use crate::events::Event;
 use crate::job_config::{ConfigurationError, PrepareContext, resolve_for_flow_run};
+use crate::metrics::runner::{CrashReason, RunOutcome};
 use crate::worker::{FlowRunLogger, RunContext, RunError, Worker, WorkerResult};
 
 /// Why a configuration could not be built: a crash message's `<Type>: <message>`.
@@ -20,6 +23,13 @@ use crate::worker::{FlowRunLogger, RunContext, RunError, Worker, WorkerResult};
 pub(super) struct SubmitFailure {
     type_name: &'static str,
     message: String,
+}
+
+impl SubmitFailure {
+    /// Something the configuration needs (the deployment) no longer exists.
+    pub(super) fn is_not_found(&self) -> bool {
+        self.type_name == "ObjectNotFound"
+    }
 }
 
 impl std::fmt::Display for SubmitFailure {
@@ -69,12 +79,21 @@ impl Drop for SubmittingGuard<'_> {
 
 impl<W: Worker> Inner<W> {
     /// Everything that happens to one claimed flow run until this worker is done with it.
-    pub(super) async fn submit_and_run(self: Arc<Self>, flow_run: FlowRun, logger: FlowRunLogger) {
+    pub(super) async fn submit_and_run(
+        self: Arc<Self>,
+        flow_run: FlowRun,
+        deployment: Option<SharedDeployment>,
+        logger: FlowRunLogger,
+    ) {
         let mut submitting = SubmittingGuard(Some(&self.submitting));
         let Ok(_slot) = self.submissions.clone().acquire_owned().await else {
             return;
         };
-        let (configuration, submitted) = match self.prepare_submission(&flow_run, &logger).await {
+        let claim_started = std::time::Instant::now();
+        let (configuration, submitted, submitted_at) = match self
+            .prepare_submission(&flow_run, deployment.as_ref(), &logger)
+            .await
+        {
             Ok(Some(c)) => c,
             Ok(None) => {
                 self.untrack(flow_run.id);
@@ -86,6 +105,7 @@ impl<W: Worker> Inner<W> {
                     flow_run.name
                 ));
                 let message = format!("Failed to submit flow run to infrastructure: {failure}");
+                self.metrics.crashed(CrashReason::SubmissionFailed);
                 propose_crashed(&self.client, &flow_run, &message, &logger).await;
                 self.untrack(flow_run.id);
                 return;
@@ -95,7 +115,10 @@ impl<W: Worker> Inner<W> {
             t.configuration = Some(configuration.clone());
         }
 
-        let (ctx, started) = RunContext::new(logger.clone(), self.client.clone());
+        let (mut ctx, started) = RunContext::new(logger.clone(), self.client.clone());
+        if let Some(at) = submitted_at {
+            ctx.set_submitted_at(at);
+        }
         let run = self.worker.run(&flow_run, configuration, ctx);
         tokio::pin!(run);
         // Phase 1, not interrupted by shutdown: until the infrastructure exists (or the run
@@ -104,6 +127,7 @@ impl<W: Worker> Inner<W> {
             r = &mut run => Some(r),
             pid = started => {
                 if let Ok(pid) = pid {
+                    self.metrics.submitted(claim_started.elapsed());
                     self.on_started(&flow_run, &logger, pid.clone()).await;
                     self.emit_executed(submitted.as_ref(), &pid, 0);
                 }
@@ -129,17 +153,21 @@ impl<W: Worker> Inner<W> {
         }
     }
 
-    /// Steps before `run`: the configuration and the submitted event. `Ok(None)`: the run
-    /// is not ours to submit (already logged).
+    /// Steps before `run`: the configuration, the submitted event, and when Submitting was
+    /// accepted (if it was). `Ok(None)`: the run is not ours to submit (already logged).
     async fn prepare_submission(
         &self,
         flow_run: &FlowRun,
+        shared_deployment: Option<&SharedDeployment>,
         logger: &FlowRunLogger,
-    ) -> Result<Option<(W::Configuration, Option<Event>)>, SubmitFailure> {
-        // 1. Deployment existence check.
-        let deployment = match flow_run.deployment_id {
-            None => None,
-            Some(id) => match self.client.read_deployment(id).await {
+    ) -> Result<Option<(W::Configuration, Option<Event>, Option<Instant>)>, SubmitFailure> {
+        // 1. Deployment existence check (one read per poll and deployment).
+        let deployment = match (flow_run.deployment_id, shared_deployment) {
+            (None, _) => None,
+            (Some(id), shared) => match match shared {
+                Some(s) => s.get(&self.client).await,
+                None => self.client.read_deployment(id).await,
+            } {
                 Ok(d) => Some(d),
                 Err(ClientError::NotFound(_)) => {
                     logger.error(format!(
@@ -188,7 +216,10 @@ impl<W: Worker> Inner<W> {
             }
         }
         let pending = match propose_pending(&self.client, flow_run, logger).await {
-            PendingOutcome::Accepted(id) => id,
+            PendingOutcome::Accepted(id) => {
+                self.metrics.claimed();
+                id
+            }
             PendingOutcome::NotSubmitted => return Ok(None),
         };
         // 3. Configuration.
@@ -196,6 +227,7 @@ impl<W: Worker> Inner<W> {
             .configuration_for(flow_run, deployment.as_ref())
             .await?;
         if !self.verify_claim(flow_run, pending, logger).await {
+            self.metrics.finished(RunOutcome::ClaimLost);
             return Ok(None);
         }
         let submitted = self.emit_submitted(flow_run, deployment.as_ref(), &flow);
@@ -223,21 +255,31 @@ impl<W: Worker> Inner<W> {
         // 5. Submitting. Other errors are not worth failing the run for (Python ignores
         // them), but an ABORT means another worker renamed the run to Submitting first:
         // the Pending proposals of both were accepted at once, and the run is theirs.
-        match propose(&self.client, flow_run.id, &StateCreate::submitting(), false).await {
+        let submitted_at = match propose(
+            &self.client,
+            flow_run.id,
+            &StateCreate::submitting(),
+            false,
+        )
+        .await
+        {
             Ok(r) if r.status == SetStateStatus::Abort => {
                 logger.info(format!(
                     "Aborted submission of flow run '{}': another worker is submitting it ({})",
                     flow_run.id,
                     r.details.reason.unwrap_or_default()
                 ));
+                self.metrics.finished(RunOutcome::ClaimLost);
                 return Ok(None);
             }
-            Ok(_) => {}
+            Ok(r) if r.status == SetStateStatus::Accept => Some(Instant::now()),
+            Ok(_) => None,
             Err(e) => {
                 tracing::debug!(flow_run_id = %flow_run.id, error = %e, "could not set Submitting state");
+                None
             }
-        }
-        Ok(Some((configuration, submitted)))
+        };
+        Ok(Some((configuration, submitted, submitted_at)))
     }
 
     /// Whether the run is still in the Pending state this worker's claim created.
@@ -299,8 +341,8 @@ impl<W: Worker> Inner<W> {
         &self,
         flow_run: &FlowRun,
         deployment: Option<&Deployment>,
-    ) -> Result<(W::Configuration, Flow), SubmitFailure> {
-        let flow = self.client.read_flow(flow_run.flow_id).await?;
+    ) -> Result<(W::Configuration, Arc<Flow>), SubmitFailure> {
+        let flow = self.flows.get(&self.client, flow_run.flow_id).await?;
         let Some(pool) = self.work_pool() else {
             return Err(SubmitFailure {
                 type_name: "RuntimeError",
@@ -315,13 +357,15 @@ impl<W: Worker> Inner<W> {
         } else {
             pool.base_job_template.clone()
         };
+        // The id Prefect Cloud gave this worker so far (PREFECT__WORKER_ID in the job).
+        let worker_id = self.worker_id();
         let ctx = PrepareContext {
             flow_run,
             deployment,
-            flow: Some(&flow),
+            flow: Some(flow.as_ref()),
             work_pool: &pool,
             worker_name: &self.options.worker_name,
-            worker_id: self.options.worker_id.as_deref(),
+            worker_id: worker_id.as_deref(),
             environment: &self.options.environment,
             versions: &self.options.versions,
         };
@@ -360,6 +404,7 @@ impl<W: Worker> Inner<W> {
             });
         if cancelling {
             // The cancellation loop stopped this infrastructure and reports Cancelled itself.
+            self.metrics.finished(RunOutcome::Cancelled);
             self.untrack(flow_run.id);
             return;
         }
@@ -377,11 +422,13 @@ impl<W: Worker> Inner<W> {
                             ))
                     {
                         tracing::info!(flow_run_id = %flow_run.id, state = %t, "infrastructure ended; the flow run is already {t}");
+                        self.metrics.finished(RunOutcome::Failed);
                         self.untrack(flow_run.id);
                         return;
                     }
                 }
                 Err(ClientError::NotFound(_)) => {
+                    self.metrics.finished(RunOutcome::Deleted);
                     self.untrack(flow_run.id);
                     return;
                 }
@@ -392,9 +439,15 @@ impl<W: Worker> Inner<W> {
         }
         match result {
             Ok(r) if r.status_code == 0 => {
+                self.metrics.finished(RunOutcome::Completed);
                 tracing::info!(flow_run_id = %flow_run.id, identifier = %r.identifier, "infrastructure finished");
             }
             Ok(r) => {
+                self.metrics.crashed(if r.status_code == -1 {
+                    CrashReason::NoExitCode
+                } else {
+                    CrashReason::ExitCode
+                });
                 let message = exit_codes::crashed_message(r.status_code, r.detail.as_deref());
                 propose_crashed(&self.client, flow_run, &message, logger).await;
                 if r.status_code != -1 {
@@ -402,6 +455,7 @@ impl<W: Worker> Inner<W> {
                 }
             }
             Err(e) if !started => {
+                self.metrics.crashed(CrashReason::SubmissionFailed);
                 logger.error(format!(
                     "Failed to submit flow run '{}' to infrastructure.",
                     flow_run.name
@@ -413,6 +467,7 @@ impl<W: Worker> Inner<W> {
                 propose_crashed(&self.client, flow_run, &message, logger).await;
             }
             Err(e) => {
+                self.metrics.crashed(CrashReason::InfrastructureError);
                 let message = format!(
                     "Flow run infrastructure failed: {}: {}",
                     e.type_name, e.message

@@ -1,5 +1,7 @@
 //! What a [`crate::Worker::run`] call gets besides the flow run and its configuration.
 
+use std::time::Instant;
+
 use tokio::sync::oneshot;
 
 use super::FlowRunLogger;
@@ -12,6 +14,7 @@ pub struct RunContext {
     started: Option<oneshot::Sender<String>>,
     logger: FlowRunLogger,
     client: PrefectClient,
+    submitted_at: Option<Instant>,
 }
 
 impl RunContext {
@@ -24,6 +27,7 @@ impl RunContext {
                 started: Some(tx),
                 logger,
                 client,
+                submitted_at: None,
             },
             rx,
         )
@@ -43,6 +47,20 @@ impl RunContext {
     #[must_use]
     pub fn has_started(&self) -> bool {
         self.started.is_none()
+    }
+
+    /// When this runner's `Submitting` proposal for the run was accepted: the run was then
+    /// PENDING, claimed by this worker. `None` for runs adopted after a restart, or when
+    /// the proposal was not accepted. A worker may use it to skip re-reading the run's
+    /// state shortly after the claim.
+    #[must_use]
+    pub fn submitted_at(&self) -> Option<Instant> {
+        self.submitted_at
+    }
+
+    /// Records when `Submitting` was accepted (the runner does this).
+    pub fn set_submitted_at(&mut self, at: Instant) {
+        self.submitted_at = Some(at);
     }
 
     /// Writes to the flow run's logs in Prefect (and the worker's log).

@@ -19,11 +19,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures::future::BoxFuture;
+use hyper_util::rt::TokioIo;
 use prefect_worker_core::client::{ClientOptions, PrefectClient};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+
+/// A websocket accepted by the stub.
+pub type StubSocket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+/// What the stub does with an accepted websocket (one call per connection).
+pub type SocketHandler = Arc<dyn Fn(StubSocket) -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// One request the stub received.
 #[derive(Debug, Clone)]
@@ -86,6 +96,7 @@ struct Inner {
     recorded: Vec<Recorded>,
     /// Compress replies with this encoding (`gzip` or `deflate`) when the request accepts it.
     compress: Option<&'static str>,
+    sockets: HashMap<String, SocketHandler>,
 }
 
 /// `body` compressed with `encoding` (`deflate` is zlib, as HTTP defines it).
@@ -175,6 +186,17 @@ impl Stub {
             .insert(format!("{method} {path}"), replies);
     }
 
+    /// Accepts websocket upgrades on `path` (answering the `prefect` subprotocol when asked)
+    /// and hands each connection to `handler`. Without this, an upgrade gets the route's
+    /// scripted reply (FastAPI's 404 by default), as an old server answers.
+    pub fn on_websocket(&self, path: &str, handler: SocketHandler) {
+        self.inner
+            .lock()
+            .unwrap()
+            .sockets
+            .insert(path.to_owned(), handler);
+    }
+
     /// Every request received so far.
     pub fn requests(&self) -> Vec<Recorded> {
         self.inner.lock().unwrap().recorded.clone()
@@ -189,13 +211,46 @@ impl Stub {
     }
 }
 
-async fn handle(
-    State(inner): State<Arc<Mutex<Inner>>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+/// Answers an upgrade with 101 and runs `handler` on the socket.
+fn accept_websocket(mut req: Request, handler: SocketHandler) -> Response {
+    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let wants_prefect = req
+        .headers()
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|p| p.trim() == "prefect"));
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        if let Ok(upgraded) = on_upgrade.await {
+            let socket =
+                WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+            handler(socket).await;
+        }
+    });
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&derive_accept_key(key.as_bytes())).unwrap(),
+    );
+    if wants_prefect {
+        h.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("prefect"),
+        );
+    }
+    resp
+}
+
+async fn handle(State(inner): State<Arc<Mutex<Inner>>>, req: Request) -> Response {
+    let method = req.method().clone();
+    let uri = req.uri().clone();
+    let headers: HeaderMap = req.headers().clone();
     let path = uri.path().to_owned();
     let key = format!("{method} {path}");
     let accepted = headers
@@ -205,6 +260,28 @@ async fn handle(
         .split(',')
         .map(|e| e.trim().to_owned())
         .collect::<Vec<_>>();
+    let is_upgrade = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let socket = if is_upgrade {
+        inner.lock().unwrap().sockets.get(&path).cloned()
+    } else {
+        None
+    };
+    if let Some(handler) = socket {
+        inner.lock().unwrap().recorded.push(Recorded {
+            method: method.to_string(),
+            path: path.clone(),
+            query: uri.query().map(str::to_owned),
+            headers,
+            body: Bytes::new(),
+        });
+        return accept_websocket(req, handler);
+    }
+    let body = axum::body::to_bytes(req.into_body(), 64 * 1024 * 1024)
+        .await
+        .unwrap_or_default();
     let (reply, compress) = {
         let mut st = inner.lock().unwrap();
         let compress = st.compress.filter(|e| accepted.iter().any(|a| a == e));

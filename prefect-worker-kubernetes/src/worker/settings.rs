@@ -30,6 +30,10 @@ pub struct KubernetesSettings {
     /// Extra namespaces to look in for Jobs to adopt at startup (`WORKER_ADOPT_NAMESPACES`,
     /// comma-separated), besides the pool's default namespace.
     pub adopt_namespaces: Vec<String>,
+    /// `WORKER_MAX_LOG_STREAMS` (50): most `stream_output` pod log streams open at once.
+    /// Each is a connection to the API server; runs beyond it are tracked as usual but
+    /// their output is not copied to stdout (one warning says so). `0`: none.
+    pub max_log_streams: usize,
     /// `OBSERVER_REPLICATE_POD_EVENTS` (true): emit `prefect.kubernetes.pod.*` events.
     /// `OBSERVER_ENABLED=false` turns them off too (in Python it turns the whole observer
     /// off; run outcomes here do not depend on it).
@@ -54,11 +58,15 @@ impl Default for KubernetesSettings {
             forward_crashed_run_logs: true,
             crashed_run_log_tail_lines: 500,
             adopt_namespaces: Vec::new(),
+            max_log_streams: DEFAULT_MAX_LOG_STREAMS,
             replicate_pod_events: true,
             startup_event_concurrency: 5,
         }
     }
 }
+
+/// Enough for following a few dozen runs live; a log collector reads pods' logs itself.
+pub const DEFAULT_MAX_LOG_STREAMS: usize = 50;
 
 const P: &str = "PREFECT_INTEGRATIONS_KUBERNETES_";
 
@@ -188,6 +196,9 @@ impl KubernetesSettings {
                         .collect()
                 })
                 .unwrap_or_default(),
+            max_log_streams: s
+                .parse::<usize>(&key("WORKER_MAX_LOG_STREAMS"), "a whole number ≥ 0")?
+                .unwrap_or(d.max_log_streams),
         })
     }
 }
@@ -227,6 +238,7 @@ mod tests {
         ]))
         .unwrap();
         assert!(s.create_secret_for_api_key);
+        assert_eq!(s.max_log_streams, DEFAULT_MAX_LOG_STREAMS);
         assert_eq!(s.pending_timeout, Some(Duration::from_secs(90)));
         assert_eq!(s.auth_string_secret, None, "both name and key are needed");
         for (k, v) in [

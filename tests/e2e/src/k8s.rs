@@ -65,29 +65,22 @@ impl InProcessWorker {
         settings: KubernetesSettings,
         extra_env: &[(&str, &str)],
     ) -> Result<Self> {
-        Self::start_with(api_url, sim, pool, settings, extra_env, |_| {}).await
+        Self::start_with_options(api_url, sim, pool, settings, extra_env, |o| o).await
     }
 
-    /// Like [`InProcessWorker::start_with_env`], with the runner options adjusted by
-    /// `configure` (e.g. a `--limit`).
-    pub async fn start_with(
+    /// Like [`InProcessWorker::start_with_env`], with the runner options adjusted by `adjust`.
+    pub async fn start_with_options(
         api_url: &str,
         sim: &kubesim::SimHandle,
         pool: &str,
         settings: KubernetesSettings,
         extra_env: &[(&str, &str)],
-        configure: impl FnOnce(&mut RunnerOptions),
+        adjust: impl FnOnce(RunnerOptions) -> RunnerOptions,
     ) -> Result<Self> {
         let name = format!("k8s-{}", &Uuid::new_v4().simple().to_string()[..8]);
-        Self::start_configured(
-            api_url,
-            sim,
-            pool,
-            &name,
-            settings,
-            extra_env,
-            ClientOptions::new(api_url),
-            configure,
+        let client = ClientOptions::new(api_url);
+        Self::launch(
+            api_url, sim, pool, &name, settings, extra_env, client, adjust,
         )
         .await
     }
@@ -103,22 +96,11 @@ impl InProcessWorker {
         extra_env: &[(&str, &str)],
         client: ClientOptions,
     ) -> Result<Self> {
-        Self::start_configured(
-            api_url,
-            sim,
-            pool,
-            name,
-            settings,
-            extra_env,
-            client,
-            |_| {},
-        )
-        .await
+        Self::launch(api_url, sim, pool, name, settings, extra_env, client, |o| o).await
     }
 
-    /// [`InProcessWorker::start_as`] with the runner options adjusted by `configure`.
     #[allow(clippy::too_many_arguments)]
-    async fn start_configured(
+    async fn launch(
         api_url: &str,
         sim: &kubesim::SimHandle,
         pool: &str,
@@ -126,7 +108,7 @@ impl InProcessWorker {
         settings: KubernetesSettings,
         extra_env: &[(&str, &str)],
         client: ClientOptions,
-        configure: impl FnOnce(&mut RunnerOptions),
+        adjust: impl FnOnce(RunnerOptions) -> RunnerOptions,
     ) -> Result<Self> {
         let name = name.to_owned();
         let clients = ClientCache::with_default_config(kube_config(sim).await?);
@@ -145,7 +127,7 @@ impl InProcessWorker {
             .with_intervals(crate::QUERY, crate::HEARTBEAT, crate::CANCEL_POLL)
             .with_environment(env);
         o.log_batch_interval = std::time::Duration::from_millis(200);
-        configure(&mut o);
+        let o = adjust(o);
         let runner = Runner::new(worker, PrefectClient::new(client)?, o);
         let events = runner.events();
         let worker = runner.worker();

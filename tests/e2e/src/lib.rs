@@ -4,9 +4,13 @@
 // Test infrastructure: a poisoned lock or a failed setup is a failed test, said loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod chart;
+pub mod exposition;
 pub mod k8s;
+pub mod log_capture;
 pub mod process;
 pub mod proxy;
+pub mod proxy_ws;
 pub mod recording;
 
 use std::time::Duration;

@@ -1,7 +1,6 @@
 //! A forwarding proxy in front of the real Prefect server that can answer chosen requests
 //! itself: how tests reach races the real server only shows by chance (a deployment
-//! deleted between the poll and the submission). It also counts the requests it sees, so
-//! a test can wait for "three more polls" instead of sleeping for three poll intervals.
+//! deleted between the poll and the submission).
 
 use std::sync::{Arc, Mutex};
 
@@ -24,8 +23,9 @@ pub struct Fault {
 struct Shared {
     upstream: String,
     faults: Arc<Mutex<Vec<Fault>>>,
-    seen: Arc<Mutex<Vec<(Method, String)>>>,
     http: reqwest::Client,
+    seen: Arc<Mutex<Vec<(Method, String)>>>,
+    ws: crate::proxy_ws::WsTaps,
 }
 
 /// The running proxy.
@@ -33,8 +33,10 @@ struct Shared {
 pub struct FaultProxy {
     pub api_url: String,
     faults: Arc<Mutex<Vec<Fault>>>,
-    /// Every request answered so far (method, path after the API prefix), in order.
+    /// Every request received so far (method, path after the API prefix), in order.
     seen: Arc<Mutex<Vec<(Method, String)>>>,
+    /// Websockets passed through (frames, connects, closing them).
+    pub ws: crate::proxy_ws::WsTaps,
 }
 
 impl FaultProxy {
@@ -42,11 +44,13 @@ impl FaultProxy {
     pub async fn start(upstream_api_url: &str) -> anyhow::Result<Self> {
         let faults = Arc::new(Mutex::new(Vec::new()));
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let ws = crate::proxy_ws::WsTaps::default();
         let shared = Shared {
             upstream: upstream_api_url.trim_end_matches('/').to_owned(),
             faults: faults.clone(),
-            seen: seen.clone(),
             http: reqwest::Client::new(),
+            seen: seen.clone(),
+            ws: ws.clone(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -58,10 +62,11 @@ impl FaultProxy {
             api_url: format!("http://{addr}/api"),
             faults,
             seen,
+            ws,
         })
     }
 
-    /// How many `method` requests whose path ends with `path_suffix` were answered so far.
+    /// How many `method` requests whose path ends with `path_suffix` were received so far.
     #[must_use]
     pub fn count(&self, method: &Method, path_suffix: &str) -> usize {
         self.seen
@@ -72,7 +77,7 @@ impl FaultProxy {
             .count()
     }
 
-    /// How many polls (`POST …/get_scheduled_flow_runs`) were answered so far.
+    /// How many polls (`POST …/get_scheduled_flow_runs`) were received so far.
     #[must_use]
     pub fn polls(&self) -> usize {
         self.count(&Method::POST, "/get_scheduled_flow_runs")
@@ -82,23 +87,23 @@ impl FaultProxy {
     pub fn inject(&self, fault: Fault) {
         self.faults.lock().unwrap().push(fault);
     }
+
+    /// Every request received so far (method, path after the API prefix), websocket
+    /// upgrades included.
+    pub fn requests(&self) -> Vec<(Method, String)> {
+        self.seen.lock().unwrap().clone()
+    }
 }
 
 async fn forward(State(s): State<Shared>, req: Request) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().trim_start_matches("/api").to_owned();
-    let response = answer(&s, req, method.clone(), &path).await;
-    s.seen.lock().unwrap().push((method, path));
-    response
-}
-
-/// The injected fault for this request, or the upstream server's answer.
-async fn answer(s: &Shared, req: Request, method: Method, path: &str) -> Response {
     let query = req
         .uri()
         .query()
         .map(|q| format!("?{q}"))
         .unwrap_or_default();
+    s.seen.lock().unwrap().push((method.clone(), path.clone()));
     if let Some(f) = s
         .faults
         .lock()
@@ -112,6 +117,9 @@ async fn answer(s: &Shared, req: Request, method: Method, path: &str) -> Respons
             f.body.clone(),
         )
             .into_response();
+    }
+    if crate::proxy_ws::is_upgrade(&req) {
+        return crate::proxy_ws::bridge(&s.upstream, path, query, req, s.ws.clone()).await;
     }
     let headers: HeaderMap = req.headers().clone();
     let body: Bytes = match axum::body::to_bytes(req.into_body(), 64 * 1024 * 1024).await {

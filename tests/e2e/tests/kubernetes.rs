@@ -445,13 +445,13 @@ async fn cancelling_a_running_run_deletes_its_job_and_cancels_it() -> Result<()>
     // `--limit 1`: the next run is claimed only once the cancelled run's task has ended,
     // after anything it could still report; that is how the test knows no late crash
     // report can come, without sleeping.
-    let w = InProcessWorker::start_with(
+    let w = InProcessWorker::start_with_options(
         server().api_url(),
         &sim,
         &pool,
         KubernetesSettings::default(),
         &[],
-        |o| o.limit = Some(1),
+        |o| o.with_limit(Some(1)),
     )
     .await?;
     let dep = flow_deployment(
