@@ -15,7 +15,25 @@ work="$(mktemp -d)"
 state="$work/prefect-state"
 pids=()
 
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+# Each step says what it does and, when the next one starts, how long it took.
+demo_start="$(date +%s)"
+step_name=""
+step_start="${demo_start}"
+steps=()
+end_step() {
+  if [ -n "$step_name" ]; then
+    local took=$(( $(date +%s) - step_start ))
+    printf '\033[2m   (%s: %d s)\033[0m\n' "$step_name" "$took"
+    steps+=("$(printf '%4d s  %s' "$took" "$step_name")")
+  fi
+  step_name=""
+}
+say() {
+  end_step
+  step_name="$1"
+  step_start="$(date +%s)"
+  printf '\n\033[1m== %s\033[0m\n' "$*"
+}
 
 cleanup() {
   local code=$?
@@ -32,10 +50,21 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 say "Building prefect-worker and kubesim"
-cargo build -q -p prefect-worker-bin -p kubesim
+if [ ! -x target/debug/prefect-worker ] || [ ! -x target/debug/kubesim ]; then
+  echo "First build: cargo compiles about 300 crates (a few minutes on 2 cores); its progress follows."
+fi
+cargo build -p prefect-worker-bin -p kubesim
 
-say "Provisioning and starting a Prefect 3.9.1 server"
-scripts/prefect-server.sh provision >/dev/null
+say "Installing Prefect 3.9.1 (the real server and the flow's engine)"
+if [ -x .venv/bin/prefect ] && .venv/bin/python -c 'import importlib.metadata as m, sys; sys.exit(m.version("prefect") != "3.9.1")' 2>/dev/null; then
+  echo "Prefect 3.9.1 is already installed in .venv."
+else
+  echo "Installing prefect==3.9.1 from PyPI into .venv (git-ignored; first run only, a minute or two)."
+  PREFECT_SERVER_VERBOSE_INSTALL=1 scripts/prefect-server.sh provision >/dev/null
+fi
+
+say "Starting a throw-away Prefect 3.9.1 server (SQLite)"
+echo "The server starts in about ten seconds on a quiet machine (a minute or more on a busy one)."
 api_url="$(scripts/prefect-server.sh start --state-dir "$state")"
 echo "Prefect API: $api_url"
 
@@ -101,6 +130,9 @@ state2="$(wait_final "$run2")"
 echo "Final state: $state2"
 echo "Message: $(api GET "/flow_runs/$run2" | json 'd["state"]["message"]')"
 
+end_step
 [ "$state1" = "COMPLETED" ] && [ "$state2" = "CRASHED" ] || {
   echo "unexpected result; worker log:" >&2; tail -50 "$work/worker.err" >&2; exit 1; }
-say "Demo finished: hello → $state1, sim/pull-error → $state2"
+printf '\n\033[1m== Demo finished in %d s: hello → %s, sim/pull-error → %s\033[0m\n' \
+  "$(( $(date +%s) - demo_start ))" "$state1" "$state2"
+printf '%s\n' "${steps[@]}"

@@ -66,8 +66,11 @@ provision_venv() {
         python3 -m venv "${venv}"
     fi
     log "installing prefect==${PREFECT_VERSION} into ${venv} (have: ${have:-none})"
-    "${venv}/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
-    "${venv}/bin/python" -m pip install --quiet --disable-pip-version-check \
+    # PREFECT_SERVER_VERBOSE_INSTALL=1 shows pip's progress (the demo sets it).
+    local quiet=(--quiet)
+    [[ -n "${PREFECT_SERVER_VERBOSE_INSTALL:-}" ]] && quiet=()
+    "${venv}/bin/python" -m pip install "${quiet[@]}" --disable-pip-version-check --upgrade pip >&2
+    "${venv}/bin/python" -m pip install "${quiet[@]}" --disable-pip-version-check \
         "prefect==${PREFECT_VERSION}" >&2
     have="$(venv_prefect_version || true)"
     [[ "${have}" == "${PREFECT_VERSION}" ]] || die "prefect ${PREFECT_VERSION} not importable after install (got '${have}')"

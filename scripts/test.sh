@@ -16,6 +16,8 @@ fi
 
 t0="$(date +%s)"
 scripts/prefect-server.sh provision --postgres
+# hadolint and kubernetes-validate for the deploy tests (a git-ignored venv, once).
+scripts/tools.sh provision
 echo "[test.sh] provisioned in $(( $(date +%s) - t0 )) s" >&2
 
 if [[ $# -eq 0 ]]; then

@@ -17,9 +17,17 @@ def fails() -> None:
 
 
 @flow
-def slow(seconds: float = 8.0) -> None:
-    """Runs long enough for the worker to be killed and restarted mid-run."""
+def waits_for(release_file: str, timeout_seconds: float = 600.0) -> None:
+    """Runs until `release_file` exists, so a test can restart the worker mid-run and end
+    the run when it has seen what it needs (a condition, not a guess at a duration)."""
+    import os
     import time
 
-    get_run_logger().info("sleeping %s seconds", seconds)
-    time.sleep(seconds)
+    logger = get_run_logger()
+    logger.info("waiting for %s", release_file)
+    deadline = time.monotonic() + timeout_seconds
+    while not os.path.exists(release_file):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{release_file} did not appear within {timeout_seconds} s")
+        time.sleep(0.1)
+    logger.info("released")

@@ -5,9 +5,19 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// `--version`: this binary's version and the Python versions it stands in for.
+static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "{} (compatible with prefect {} and prefect-kubernetes {})",
+        env!("CARGO_PKG_VERSION"),
+        prefect_worker_core::PREFECT_VERSION,
+        prefect_worker_kubernetes::PREFECT_KUBERNETES_VERSION
+    )
+});
+
 /// A Prefect 3 worker that runs flow runs as Kubernetes Jobs.
 #[derive(Debug, Parser)]
-#[command(name = "prefect-worker", version, about, long_about = None)]
+#[command(name = "prefect-worker", version = VERSION.as_str(), about, long_about = None)]
 pub struct Cli {
     /// Log format on stderr.
     #[arg(
@@ -78,6 +88,10 @@ pub struct StartArgs {
     /// Serve `GET /health` on PREFECT_WORKER_WEBSERVER_HOST:PREFECT_WORKER_WEBSERVER_PORT.
     #[arg(long, env = "PREFECT_WORKER_WITH_HEALTHCHECK")]
     pub with_healthcheck: bool,
+
+    /// Serve Prometheus metrics at `GET /metrics` on the same web server as `/health`.
+    #[arg(long, env = "PREFECT_WORKER_WITH_METRICS")]
+    pub with_metrics: bool,
 
     /// Accepted for compatibility; a Rust worker installs nothing.
     #[arg(

@@ -1,7 +1,9 @@
-//! `prefect-worker`: a drop-in replacement for `prefect worker start --type kubernetes`.
+#![doc = include_str!("../README.md")]
 
 mod args;
+mod json_log;
 mod logging;
+mod prefect_cli;
 mod preview;
 mod start;
 
@@ -13,12 +15,18 @@ use clap::Parser;
 // memory small (no per-thread allocator arenas or stacks).
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let cli = args::Cli::parse();
-    logging::init(cli.log_format);
-    let result = match cli.command {
-        args::Command::Start(a) => start::start(a).await,
-        args::Command::Preview(a) => preview::preview(a).await,
-        args::Command::Config(a) => start::show_config(&a),
+    let result = if prefect_cli::invoked_as_prefect(std::env::args_os().next().as_deref()) {
+        let cli = prefect_cli::PrefectCli::parse();
+        logging::init(cli.log_format);
+        prefect_cli::run(cli).await
+    } else {
+        let cli = args::Cli::parse();
+        logging::init(cli.log_format);
+        match cli.command {
+            args::Command::Start(a) => start::start(a).await,
+            args::Command::Preview(a) => preview::preview(a).await,
+            args::Command::Config(a) => start::show_config(&a),
+        }
     };
     match result {
         Ok(code) => code,

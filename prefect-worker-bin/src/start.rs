@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use prefect_worker_core::client::models::WorkPool;
 use prefect_worker_core::client::{ClientError, ClientOptions, PrefectClient};
+use prefect_worker_core::metrics::Metrics;
 use prefect_worker_core::runner::{Runner, RunnerOptions, health};
 use prefect_worker_core::settings::{SettingsSources, WorkerSettings};
 use prefect_worker_kubernetes::{KubernetesSettings, KubernetesWorker, KubernetesWorkerOptions};
@@ -84,11 +86,20 @@ pub fn show_config(args: &StartArgs) -> Result<ExitCode> {
         "query_seconds": r.settings.query_interval.as_secs_f64(),
         "heartbeat_seconds": r.settings.heartbeat_interval.as_secs_f64(),
         "cancellation_poll_seconds": r.settings.cancellation_poll_interval.as_secs_f64(),
+        "enable_cancellation": r.settings.enable_cancellation,
+        "channel_enabled": r.settings.channel_enabled,
         "limit": r.limit,
         "create_pool_if_not_found": r.create_pool_if_not_found,
         "webserver": format!("{}:{}", r.settings.webserver_host, r.settings.webserver_port),
+        "with_healthcheck": args.with_healthcheck,
+        "with_metrics": args.with_metrics,
         "logging_to_api_enabled": r.settings.logging_to_api_enabled,
         "pending_timeout_seconds": r.kubernetes.pending_timeout.map(|d| d.as_secs_f64()),
+        "events_enabled": r.settings.events.enabled,
+        "events_max_queue_size": r.settings.events.queue_capacity,
+        "server_version_check_enabled": r.settings.events.server_version_check,
+        "replicate_pod_events": r.kubernetes.replicate_pod_events,
+        "startup_event_concurrency": r.kubernetes.startup_event_concurrency,
     });
     let text = serde_json::to_string_pretty(&out)?;
     write_stdout(&text)?;
@@ -150,14 +161,20 @@ pub async fn start(args: StartArgs) -> Result<ExitCode> {
         .heartbeat_interval
         .min(runner_options.claim_timeout);
 
-    let worker = KubernetesWorker::new(
-        KubernetesWorkerOptions::new(&r.name).with_settings(r.kubernetes.clone()),
-    );
+    let mut worker_options =
+        KubernetesWorkerOptions::new(&r.name).with_settings(r.kubernetes.clone());
+    let metrics = args.with_metrics.then(Metrics::new);
+    if let Some(m) = &metrics {
+        runner_options = runner_options.with_metrics(m);
+        worker_options = worker_options.with_metrics(m);
+    }
+    let worker = KubernetesWorker::new(worker_options);
     let runner = Runner::new(worker, client.clone(), runner_options);
     let shutdown = CancellationToken::new();
 
-    // Health first, before any API call, as Python's CLI.
-    if args.with_healthcheck {
+    // The web server first, before any API call, as Python's CLI: /health with
+    // --with-healthcheck, /metrics with --with-metrics.
+    if args.with_healthcheck || metrics.is_some() {
         let addr: SocketAddr = format!(
             "{}:{}",
             r.settings.webserver_host, r.settings.webserver_port
@@ -165,18 +182,26 @@ pub async fn start(args: StartArgs) -> Result<ExitCode> {
         .parse()
         .context("PREFECT_WORKER_WEBSERVER_HOST/PORT do not form a valid address")?;
         let stop = shutdown.clone();
-        health::serve(addr, runner.health(), async move { stop.cancelled().await })
+        let app = health::router_with(args.with_healthcheck.then(|| runner.health()), metrics);
+        health::serve_router(addr, app, async move { stop.cancelled().await })
             .await
-            .with_context(|| format!("cannot serve the health check on {addr}"))?;
+            .with_context(|| {
+                format!("cannot serve the web server (health check, metrics) on {addr}")
+            })?;
     }
 
-    precheck(
+    let pool = precheck(
         &client,
         &r.pool,
         &args.work_queues,
         args.worker_type.as_deref(),
     )
     .await?;
+    // The runner starts from the pool just read instead of reading it again.
+    let runner = match pool {
+        Some(p) => runner.with_work_pool(p),
+        None => runner,
+    };
     spawn_signal_handler(shutdown.clone());
     runner.run(shutdown.clone()).await?;
     shutdown.cancel();
@@ -184,13 +209,14 @@ pub async fn start(args: StartArgs) -> Result<ExitCode> {
 }
 
 /// Python's CLI checks: warn on a paused pool or paused queues; refuse push/managed pools
-/// and pools of another type (this binary only runs Kubernetes workers).
+/// and pools of another type (this binary only runs Kubernetes workers). Returns the pool
+/// when it exists.
 async fn precheck(
     client: &PrefectClient,
     pool: &str,
     queues: &[String],
     worker_type: Option<&str>,
-) -> Result<()> {
+) -> Result<Option<WorkPool>> {
     if let Some(t) = worker_type
         && t != "kubernetes"
     {
@@ -198,7 +224,7 @@ async fn precheck(
             "--type {t:?} is not supported: this binary runs Kubernetes workers only (--type kubernetes)"
         );
     }
-    match client.read_work_pool(pool).await {
+    let found = match client.read_work_pool(pool).await {
         Ok(p) => {
             if p.is_paused {
                 tracing::warn!(
@@ -218,15 +244,19 @@ async fn precheck(
                     p.pool_type
                 );
             }
+            Some(p)
         }
-        Err(ClientError::NotFound(_)) => {}
+        Err(ClientError::NotFound(_)) => None,
         Err(e @ (ClientError::Unauthorized(_) | ClientError::Forbidden(_))) => {
             bail!(
                 "the Prefect API rejected this worker's credentials: {e}. Check PREFECT_API_KEY (or PREFECT_API_AUTH_STRING) and PREFECT_API_URL"
             );
         }
-        Err(e) => tracing::debug!(error = %e, "work pool pre-check skipped"),
-    }
+        Err(e) => {
+            tracing::debug!(error = %e, "work pool pre-check skipped");
+            None
+        }
+    };
     // Only a warning: checked beside start-up rather than before it.
     let (client, pool, queues) = (client.clone(), pool.to_owned(), queues.to_vec());
     tokio::spawn(async move {
@@ -241,7 +271,7 @@ async fn precheck(
             );
         }
     });
-    Ok(())
+    Ok(found)
 }
 
 /// First SIGINT/SIGTERM: graceful shutdown. Second: exit at once.

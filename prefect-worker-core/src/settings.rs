@@ -6,13 +6,18 @@
 //! ([`WorkerSettings`]). Nothing here reads the process environment except
 //! [`SettingsSources::from_process`], so every rule is testable with plain maps.
 
+pub mod events;
+
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
 use indexmap::IndexMap;
 
-use crate::job_config::Environment;
+/// The worker process's view of its environment (env vars over the active profile), in the
+/// order they should be considered. Only `PREFECT_*` core settings from it reach jobs
+/// (see `settings_env_order.tsv`), and `{{ $NAME }}` placeholders read it.
+pub type Environment = IndexMap<String, String>;
 
 /// A setting could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -235,6 +240,19 @@ pub struct WorkerSettings {
     pub logging_to_api_max_log_size: usize,
     /// `PREFECT_WORKER_DEBUG_MODE` (false).
     pub debug_mode: bool,
+    /// `PREFECT_WORKER_ENABLE_CANCELLATION`: the runner's own cancellation loop (kill the
+    /// infrastructure of CANCELLING runs it started, then set Cancelled). Unset means on
+    /// here (Python's default is off and its loop only covers runs still being submitted;
+    /// see docs/compatibility.md); `false` turns it off, leaving Job teardown to the
+    /// server's cancelling-timeout cleanup delivered over the worker channel.
+    pub enable_cancellation: bool,
+    /// `PREFECT_WORKER_CHANNEL_ENABLED` (true): use the 3.9 worker channel websocket when the
+    /// server offers it. Upstream has no such setting (the channel is opportunistic there);
+    /// `false` keeps the worker on REST heartbeats and pool reads, without cleanup delivery.
+    pub channel_enabled: bool,
+    /// `PREFECT_WORKER_EVENTS_ENABLED` (true), `PREFECT_EVENTS_WORKER_MAX_QUEUE_SIZE`,
+    /// `PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED` (true).
+    pub events: events::EventsOptions,
 }
 
 impl Default for WorkerSettings {
@@ -252,6 +270,9 @@ impl Default for WorkerSettings {
             logging_to_api_batch_interval: Duration::from_secs(2),
             logging_to_api_max_log_size: 1_000_000,
             debug_mode: false,
+            enable_cancellation: true,
+            channel_enabled: true,
+            events: events::EventsOptions::default(),
         }
     }
 }
@@ -310,6 +331,13 @@ impl WorkerSettings {
             debug_mode: sources
                 .parse_bool("PREFECT_WORKER_DEBUG_MODE")?
                 .unwrap_or(false),
+            enable_cancellation: sources
+                .parse_bool("PREFECT_WORKER_ENABLE_CANCELLATION")?
+                .unwrap_or(d.enable_cancellation),
+            channel_enabled: sources
+                .parse_bool("PREFECT_WORKER_CHANNEL_ENABLED")?
+                .unwrap_or(d.channel_enabled),
+            events: events::EventsOptions::from_sources(sources)?,
         })
     }
 }
@@ -349,6 +377,27 @@ mod tests {
         let e = WorkerSettings::from_sources(&s).unwrap_err().to_string();
         assert!(e.contains("PREFECT_WORKER_QUERY_SECONDS"), "{e}");
         assert!(!e.contains("sekrit"), "{e}");
+    }
+
+    #[test]
+    fn cancellation_loop_and_channel_are_on_unless_turned_off() {
+        let w = WorkerSettings::from_sources(&SettingsSources::default()).unwrap();
+        assert!(w.enable_cancellation && w.channel_enabled);
+        let s = SettingsSources::new(
+            map(&[
+                ("PREFECT_WORKER_ENABLE_CANCELLATION", "false"),
+                ("PREFECT_WORKER_CHANNEL_ENABLED", "0"),
+            ]),
+            IndexMap::new(),
+        );
+        let w = WorkerSettings::from_sources(&s).unwrap();
+        assert!(!w.enable_cancellation && !w.channel_enabled);
+        let s = SettingsSources::new(
+            map(&[("PREFECT_WORKER_CHANNEL_ENABLED", "maybe")]),
+            IndexMap::new(),
+        );
+        let e = WorkerSettings::from_sources(&s).unwrap_err().to_string();
+        assert!(e.contains("PREFECT_WORKER_CHANNEL_ENABLED"), "{e}");
     }
 
     #[test]

@@ -225,6 +225,20 @@ fn strip_label(s: &str) -> &str {
     s.trim_matches(|c| matches!(c, '_' | '-' | '.'))
 }
 
+/// python-slugify's `slugify(text)` with its defaults (lowercase, `[a-z0-9-]`, no length
+/// limit), as Prefect's `get_name_slug` uses it for worker resource ids in events.
+#[must_use]
+pub fn slugify_default(text: &str) -> String {
+    slugify(
+        text,
+        SlugOptions {
+            lowercase: true,
+            max_length: 0,
+            allowed: name_chars,
+        },
+    )
+}
+
 /// `_slugify_name`: a lowercase RFC 1123-ish slug of at most 45 characters (room for
 /// `generateName`'s suffix), or `None` if nothing is left.
 #[must_use]

@@ -128,7 +128,10 @@ async fn custom_headers_cannot_override_user_agent_or_csrf() {
     stub.on(
         "POST",
         "/api/flow_runs/filter",
-        vec![Reply::json(200, json!([]))],
+        vec![
+            Reply::json(403, json!({"detail": "Missing CSRF token."})),
+            Reply::json(200, json!([])),
+        ],
     );
     let client = PrefectClient::new(
         stub.options()
@@ -138,9 +141,16 @@ async fn custom_headers_cannot_override_user_agent_or_csrf() {
     )
     .unwrap();
     client.filter_flow_runs(&json!({})).await.unwrap();
-    let post = &stub.requests_to("POST", "/api/flow_runs/filter")[0];
-    assert_eq!(post.header("user-agent"), Some("prefect/3.9.1 (API 0.8.4)"));
-    assert_eq!(post.header("prefect-csrf-token"), Some("real"));
+    let posts = stub.requests_to("POST", "/api/flow_runs/filter");
+    assert_eq!(
+        posts[0].header("user-agent"),
+        Some("prefect/3.9.1 (API 0.8.4)")
+    );
+    assert!(
+        posts[0].header("prefect-csrf-token").is_none(),
+        "forged is never sent"
+    );
+    assert_eq!(posts[1].header("prefect-csrf-token"), Some("real"));
 }
 
 #[tokio::test]
@@ -158,7 +168,7 @@ async fn path_segments_are_url_encoded() {
 // ---------------------------------------------------------------- CSRF
 
 #[tokio::test]
-async fn csrf_422_turns_csrf_off_for_the_client() {
+async fn a_server_without_csrf_is_never_asked_for_a_token() {
     let stub = Stub::start().await;
     stub.on(
         "POST",
@@ -167,17 +177,11 @@ async fn csrf_422_turns_csrf_off_for_the_client() {
     );
     let client = stub.client();
     client.read_work_pool("p").await.ok();
+    client.send_worker_heartbeat("p", "w", 30).await.unwrap();
+    client.send_worker_heartbeat("p", "w", 30).await.unwrap();
     assert!(
         stub.requests_to("GET", "/api/csrf-token").is_empty(),
-        "reads do not fetch a token"
-    );
-    client.send_worker_heartbeat("p", "w", 30).await.unwrap();
-    client.send_worker_heartbeat("p", "w", 30).await.unwrap();
-    let fetches = stub.requests_to("GET", "/api/csrf-token");
-    assert_eq!(fetches.len(), 1, "fetched once, then off");
-    let client_id = fetches[0].query.clone().unwrap();
-    assert!(
-        client_id.starts_with("client=") && Uuid::parse_str(&client_id["client=".len()..]).is_ok()
+        "no token until the server asks for one: the first change request goes out at once"
     );
     for p in stub.requests_to("POST", "/api/work_pools/p/workers/heartbeat") {
         assert!(
@@ -187,34 +191,58 @@ async fn csrf_422_turns_csrf_off_for_the_client() {
 }
 
 #[tokio::test]
-async fn csrf_404_turns_csrf_off() {
-    let stub = Stub::start().await;
-    stub.on(
-        "GET",
-        "/api/csrf-token",
-        vec![Reply::json(404, json!({"detail": "Not Found"}))],
-    );
-    stub.on("POST", "/api/logs/", vec![Reply::empty(201)]);
-    let client = stub.client();
-    client.create_logs(&[]).await.unwrap();
-    client.create_logs(&[]).await.unwrap();
-    assert_eq!(stub.requests_to("GET", "/api/csrf-token").len(), 1);
+async fn csrf_disabled_on_the_server_after_all_turns_csrf_off() {
+    // A 403 asking for a token, then a token endpoint saying CSRF is disabled (422) or
+    // missing (404, an old server): the refusal stands and no token is asked for again.
+    for (status, body) in [
+        (422, json!({"detail": "CSRF protection is disabled."})),
+        (404, json!({"detail": "Not Found"})),
+    ] {
+        let stub = Stub::start().await;
+        stub.on("GET", "/api/csrf-token", vec![Reply::json(status, body)]);
+        stub.on(
+            "POST",
+            "/api/logs/",
+            vec![Reply::json(403, json!({"detail": "Missing CSRF token."}))],
+        );
+        let client = stub.client();
+        assert!(matches!(
+            client.create_logs(&[]).await,
+            Err(ClientError::Forbidden(_))
+        ));
+        assert!(client.create_logs(&[]).await.is_err());
+        assert_eq!(
+            stub.requests_to("GET", "/api/csrf-token").len(),
+            1,
+            "{status}"
+        );
+        assert_eq!(stub.requests_to("POST", "/api/logs/").len(), 3, "{status}");
+    }
 }
 
 #[tokio::test]
 async fn csrf_disabled_by_option_never_fetches() {
     let stub = Stub::start().await;
-    stub.on("POST", "/api/logs/", vec![Reply::empty(201)]);
-    PrefectClient::new(stub.options().with_csrf_support(false))
-        .unwrap()
-        .create_logs(&[])
-        .await
-        .unwrap();
+    stub.on(
+        "POST",
+        "/api/logs/",
+        vec![
+            Reply::empty(201),
+            Reply::json(403, json!({"detail": "Missing CSRF token."})),
+        ],
+    );
+    let client = PrefectClient::new(stub.options().with_csrf_support(false)).unwrap();
+    client.create_logs(&[]).await.unwrap();
+    assert!(matches!(
+        client.create_logs(&[]).await,
+        Err(ClientError::Forbidden(_))
+    ));
     assert!(stub.requests_to("GET", "/api/csrf-token").is_empty());
 }
 
 #[tokio::test]
-async fn csrf_token_is_sent_on_change_requests_and_refreshed_when_rejected() {
+async fn csrf_token_is_fetched_when_asked_for_sent_on_change_requests_and_refreshed_when_rejected()
+{
     let stub = Stub::start().await;
     stub.on(
         "GET",
@@ -234,21 +262,30 @@ async fn csrf_token_is_sent_on_change_requests_and_refreshed_when_rejected() {
         "PATCH",
         "/api/flow_runs/00000000-0000-0000-0000-000000000001",
         vec![
+            Reply::json(403, json!({"detail": "Missing CSRF token."})),
             Reply::empty(204),
-            Reply::json(403, json!({"detail": "Invalid CSRF token"})),
+            Reply::json(
+                403,
+                json!({"detail": "Invalid CSRF token or client identifier."}),
+            ),
             Reply::empty(204),
         ],
     );
     let client = stub.client();
     let id = Uuid::from_u128(1);
+    let t = Instant::now();
     client.set_infrastructure_pid(id, "ns:job").await.unwrap();
     client.set_infrastructure_pid(id, "ns:job").await.unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "a token refusal is answered at once, without a retry back-off"
+    );
 
     let fetches = stub.requests_to("GET", "/api/csrf-token");
     assert_eq!(
         fetches.len(),
         2,
-        "one initial fetch, one refresh after the 403"
+        "one fetch when asked, one refresh after the rejection"
     );
     let client_id = fetches[0]
         .query
@@ -256,21 +293,22 @@ async fn csrf_token_is_sent_on_change_requests_and_refreshed_when_rejected() {
         .unwrap()
         .trim_start_matches("client=")
         .to_owned();
+    assert!(Uuid::parse_str(&client_id).is_ok(), "{client_id}");
     let patches = stub.requests_to(
         "PATCH",
         "/api/flow_runs/00000000-0000-0000-0000-000000000001",
     );
     let tokens: Vec<_> = patches
         .iter()
-        .map(|p| p.header("prefect-csrf-token").unwrap().to_owned())
+        .map(|p| p.header("prefect-csrf-token").unwrap_or("-").to_owned())
         .collect();
-    assert_eq!(tokens, ["t1", "t1", "t2"]);
+    assert_eq!(tokens, ["-", "t1", "t1", "t2"]);
     assert!(
-        patches
+        patches[1..]
             .iter()
             .all(|p| p.header("prefect-csrf-client") == Some(client_id.as_str()))
     );
-    assert_eq!(patches[0].json(), json!({"infrastructure_pid": "ns:job"}));
+    assert_eq!(patches[1].json(), json!({"infrastructure_pid": "ns:job"}));
 }
 
 #[tokio::test]
@@ -284,7 +322,14 @@ async fn expired_csrf_token_is_refetched() {
             json!({"token": "old", "expiration": "2000-01-01T00:00:00Z"}),
         )],
     );
-    stub.on("POST", "/api/logs/", vec![Reply::empty(201)]);
+    stub.on(
+        "POST",
+        "/api/logs/",
+        vec![
+            Reply::json(403, json!({"detail": "Missing CSRF token."})),
+            Reply::empty(201),
+        ],
+    );
     let client = stub.client();
     client.create_logs(&[]).await.unwrap();
     client.create_logs(&[]).await.unwrap();
@@ -412,18 +457,18 @@ async fn connect_error_fails_fast_before_the_first_response() {
         .unwrap()
         .local_addr()
         .unwrap();
+    // A back-off would sleep an hour: the bound below cannot be reached by a slow machine,
+    // only by a retry.
     let client = PrefectClient::new(
         ClientOptions::new(format!("http://{addr}/api"))
-            .with_retry_base_delay(Duration::from_millis(200))
+            .with_retry_base_delay(Duration::from_secs(3600))
             .with_retry_jitter_factor(0.0),
     )
     .unwrap();
-    let started = Instant::now();
-    let err = client.read_work_pool("p").await.unwrap_err();
-    assert!(
-        started.elapsed() < Duration::from_millis(400),
-        "no back-off before the first success"
-    );
+    let err = tokio::time::timeout(Duration::from_secs(120), client.read_work_pool("p"))
+        .await
+        .expect("no back-off before the first success")
+        .unwrap_err();
     match &err {
         ClientError::Transport(t) => assert_eq!(t.kind, TransportKind::Connect),
         other => panic!("expected a transport error, got {other:?}"),
@@ -451,10 +496,10 @@ async fn connect_error_is_retried_after_a_first_success() {
     // stop the stub and wait until its port refuses connections.
     stub.stop();
     let dead = PrefectClient::new(ClientOptions::new(stub.api_url()).with_max_retries(0)).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(120);
     while dead.read_work_pool("p").await.is_ok() {
         assert!(Instant::now() < deadline, "stub did not stop");
-        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let started = Instant::now();
     let err = client.read_work_pool("p").await.unwrap_err();
@@ -464,6 +509,49 @@ async fn connect_error_is_retried_after_a_first_success() {
         "retried with back-off: {:?}",
         started.elapsed()
     );
+}
+
+// ---------------------------------------------------------------- compression
+
+#[tokio::test]
+async fn responses_are_asked_for_compressed_as_httpx_does_and_decoded() {
+    for encoding in ["gzip", "deflate"] {
+        let stub = Stub::start().await;
+        stub.compress(encoding);
+        let id = Uuid::new_v4();
+        // Long enough that a compressing server would compress it.
+        let mut run = flow_run(id);
+        run["tags"] = json!(vec!["a-tag-that-repeats"; 200]);
+        stub.on(
+            "GET",
+            &format!("/api/flow_runs/{id}"),
+            vec![Reply::json(200, run)],
+        );
+        stub.on(
+            "GET",
+            "/api/work_pools/missing",
+            vec![Reply::json(404, json!({"detail": "Work pool not found."}))],
+        );
+        let c = stub.client();
+        let read = c.read_flow_run(id).await.unwrap();
+        assert_eq!(read.id, id, "{encoding}");
+        assert_eq!(read.name, "scrupulous-muskrat");
+        // Error bodies are decoded too: the detail reaches the error.
+        let err = c.read_work_pool("missing").await.unwrap_err();
+        assert!(err.is_not_found(), "{encoding}: {err:?}");
+        assert!(
+            err.to_string().contains("Work pool not found."),
+            "{encoding}: {err}"
+        );
+        for r in stub.requests() {
+            assert_eq!(
+                r.header("accept-encoding"),
+                Some("gzip, deflate"),
+                "{}",
+                r.path
+            );
+        }
+    }
 }
 
 // ---------------------------------------------------------------- error mapping

@@ -37,6 +37,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let options = RunnerOptions::from_settings(&pool, name, &settings)
         .with_environment(sources.environment());
+    // Worker and pod events are on by default (PREFECT_WORKER_EVENTS_ENABLED);
+    // `runner.events().stats()` counts what was delivered and dropped.
     let runner = Runner::new(worker, client, options);
 
     // The application's own shutdown signal.

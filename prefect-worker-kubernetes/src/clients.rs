@@ -8,10 +8,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use kube::client::ClientBuilder;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde_json::Value;
 use tokio::sync::Mutex;
+
+use crate::metrics::{KubernetesMetrics, RequestMetricsLayer};
 
 /// A Kubernetes client could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +51,8 @@ pub fn cluster_key(cluster_config: Option<&Value>) -> String {
 pub struct ClientCache {
     clients: Arc<Mutex<HashMap<String, Client>>>,
     default_override: Option<Config>,
+    /// Every request of the clients built from now on is counted here.
+    metrics: Option<KubernetesMetrics>,
 }
 
 impl std::fmt::Debug for ClientCache {
@@ -66,7 +71,16 @@ impl ClientCache {
         Self {
             clients: Arc::default(),
             default_override: Some(config),
+            metrics: None,
         }
+    }
+
+    /// Counts the requests of the clients this cache builds from now on (the Kubernetes
+    /// worker sets it from its options).
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Option<KubernetesMetrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The client for `cluster_config` (the run's), building it on first use.
@@ -87,7 +101,7 @@ impl ClientCache {
             Some(v) => config_from_block(v).await?,
         };
         let from_block = !matches!(cluster_config, None | Some(Value::Null));
-        let client = Client::try_from(config).map_err(|e| {
+        let builder = ClientBuilder::try_from(config).map_err(|e| {
             if from_block {
                 ClientConfigError::InvalidClusterConfig(format!(
                     "no Kubernetes client can be built from it ({e}); check its certificates and credentials"
@@ -96,6 +110,12 @@ impl ClientCache {
                 ClientConfigError::Build(e.to_string())
             }
         })?;
+        let client = match &self.metrics {
+            Some(m) => builder
+                .with_layer(&RequestMetricsLayer::new(m.clone()))
+                .build(),
+            None => builder.build(),
+        };
         clients.insert(key, client.clone());
         Ok(client)
     }

@@ -69,6 +69,8 @@ pub struct RunWatch {
     /// Pods we already proposed `InfrastructurePending` for.
     pending_proposed: Vec<String>,
     job_events_diagnosis: Option<Diagnosis>,
+    /// The Job's FailedCreate events seen (newest kept per message), for the diagnosis.
+    job_events: Vec<Event>,
     finished: bool,
 }
 
@@ -86,6 +88,7 @@ impl RunWatch {
             last_diagnosis: None,
             pending_proposed: Vec::new(),
             job_events_diagnosis: None,
+            job_events: Vec::new(),
             finished: false,
         }
     }
@@ -194,6 +197,26 @@ impl RunWatch {
     /// A pod of the Job was deleted.
     pub fn on_pod_deleted(&mut self, name: &str) {
         self.pods.remove(name);
+    }
+
+    /// One event about the Job (from the namespace's shared events watch). Events of an
+    /// earlier Job with the same name (another uid) are ignored.
+    pub fn on_job_event(&mut self, event: Event, now: Instant) -> Vec<Action> {
+        if let (Some(uid), Some(theirs)) = (&self.job_uid, &event.involved_object.uid)
+            && uid != theirs
+        {
+            return Vec::new();
+        }
+        // Kubernetes folds repeats into one event (count); keep the newest per message.
+        self.job_events.retain(|e| e.message != event.message);
+        self.job_events.push(event);
+        if self.job_events.len() > 8 {
+            self.job_events.remove(0);
+        }
+        let events = std::mem::take(&mut self.job_events);
+        let actions = self.on_job_events(&events, now);
+        self.job_events = events;
+        actions
     }
 
     /// The Job's events (looked up while it has no pod).
@@ -432,6 +455,27 @@ mod tests {
 
     fn container(state: serde_json::Value) -> serde_json::Value {
         json!([{"name": "prefect-job", "image": "x", "imageID": "", "ready": false, "restartCount": 0, "state": state}])
+    }
+
+    #[test]
+    fn failed_create_events_of_this_job_are_diagnosed_once() {
+        let t = Instant::now();
+        let mut w = RunWatch::new(Limits::default(), t);
+        w.on_job(job(json!([])), t);
+        let event = |uid: &str, count: i32| -> Event {
+            serde_json::from_value(json!({"metadata": {"name": "e"}, "involvedObject": {"kind": "Job", "name": "j", "uid": uid}, "reason": "FailedCreate", "count": count, "message": "Error creating: pods \"j-x\" is forbidden: exceeded quota: q"})).unwrap()
+        };
+        assert!(
+            w.on_job_event(event("old-uid", 1), t).is_empty(),
+            "an earlier Job of the same name is not ours"
+        );
+        let a = w.on_job_event(event("u1", 1), t);
+        assert!(matches!(&a[..], [Action::Log(d)] if d.category == Category::FailedCreate));
+        assert!(
+            w.on_job_event(event("u1", 2), t).is_empty(),
+            "the same problem is logged once"
+        );
+        assert_eq!(w.job_events.len(), 1, "repeats replace each other");
     }
 
     #[test]

@@ -6,19 +6,26 @@
 //! back-off, bookmarks). It keeps the latest version of every matching object and forwards
 //! changes to the run waiting on that Job through a channel: N runs, still two watches.
 //! Watches start with the first run in a namespace and stay up while the worker lives.
+//! A third, the namespace's `FailedCreate` events (`job_events`), runs only while some run
+//! there waits without a pod.
+//! The same pod watch feeds the pod events ([`PodEventReplicator`]), when they are on.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Event as K8sEvent, Pod};
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+use crate::job_events::{self, Change, EventsSource};
+use crate::metrics::KubernetesMetrics;
+use crate::pod_replicator::PodEventReplicator;
 
 /// A change to a tracked Job or one of its pods.
 #[derive(Debug, Clone)]
@@ -27,6 +34,8 @@ pub enum Observation {
     JobDeleted(Arc<Job>),
     Pod(Arc<Pod>),
     PodDeleted(String),
+    /// A `FailedCreate` event about the Job (only while the run asked for events).
+    JobEvent(Arc<K8sEvent>),
 }
 
 /// The label every Job pod carries naming its Job.
@@ -34,17 +43,19 @@ const JOB_NAME_LABEL: &str = "job-name";
 
 /// Pure index of one namespace: latest objects and who waits on which Job.
 #[derive(Debug, Default)]
-struct NamespaceIndex {
+pub(crate) struct NamespaceIndex {
     jobs: HashMap<String, Arc<Job>>,
     pods: HashMap<String, Arc<Pod>>,
     subscribers: HashMap<String, mpsc::UnboundedSender<Observation>>,
     /// Names seen during a relist, to find what vanished while the watch was down.
     relist_jobs: Option<HashSet<String>>,
     relist_pods: Option<HashSet<String>>,
+    /// The namespace's shared FailedCreate events source.
+    pub(crate) events: EventsSource,
 }
 
 impl NamespaceIndex {
-    fn notify(&mut self, job_name: &str, obs: Observation) {
+    pub(crate) fn notify(&mut self, job_name: &str, obs: Observation) {
         if let Some(tx) = self.subscribers.get(job_name)
             && tx.send(obs).is_err()
         {
@@ -207,12 +218,22 @@ struct Watched {
     index: Arc<Mutex<NamespaceIndex>>,
 }
 
+/// What a subscription needs to start its namespace's events source.
+#[derive(Clone)]
+struct EventsContext {
+    client: Client,
+    namespace: String,
+    stop: CancellationToken,
+}
+
 /// The shared tracker. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Tracker {
     selector: String,
     namespaces: Arc<Mutex<HashMap<WatchKey, Watched>>>,
     stop: CancellationToken,
+    pod_events: Arc<OnceLock<PodEventReplicator>>,
+    metrics: Option<KubernetesMetrics>,
 }
 
 /// Waiting on one Job. Dropping it unsubscribes.
@@ -221,17 +242,55 @@ pub struct Subscription {
     pub observations: mpsc::UnboundedReceiver<Observation>,
     index: Arc<Mutex<NamespaceIndex>>,
     job: String,
+    events: EventsContext,
+    wants_events: bool,
+}
+
+impl std::fmt::Debug for EventsContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventsContext")
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Subscription {
+    /// Asks for (or gives up) the Job's `FailedCreate` events, delivered as
+    /// [`Observation::JobEvent`]: the namespace's one events watch runs while any run
+    /// there wants them (see `job_events`). Returns `false` when the API already refused
+    /// events in this namespace (RBAC), so none will come.
+    pub fn want_events(&mut self, wanted: bool) -> bool {
+        if wanted == self.wants_events {
+            return true;
+        }
+        self.wants_events = wanted;
+        let (change, forbidden) = {
+            let mut idx = lock(&self.index);
+            let change = idx.events.want(&self.job, wanted, &self.events.stop);
+            (change, idx.events.is_forbidden())
+        };
+        if let Change::Start(token) = change {
+            tokio::spawn(job_events::run(
+                self.events.client.clone(),
+                self.events.namespace.clone(),
+                self.index.clone(),
+                token,
+            ));
+        }
+        !forbidden
+    }
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        self.want_events(false);
         if let Ok(mut idx) = self.index.lock() {
             idx.subscribers.remove(&self.job);
         }
     }
 }
 
-fn lock(index: &Mutex<NamespaceIndex>) -> std::sync::MutexGuard<'_, NamespaceIndex> {
+pub(crate) fn lock(index: &Mutex<NamespaceIndex>) -> std::sync::MutexGuard<'_, NamespaceIndex> {
     // Every mutation is a single map operation; a panic elsewhere cannot leave it half-done.
     index
         .lock()
@@ -246,7 +305,28 @@ impl Tracker {
             selector: label_selector,
             namespaces: Arc::default(),
             stop: CancellationToken::new(),
+            pod_events: Arc::default(),
+            metrics: None,
         }
+    }
+
+    /// Counts the watches' restarts and relists, by namespace, in `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Option<KubernetesMetrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Feeds every pod the watches see to `replicator` (set once, before the first
+    /// watch starts; later calls are ignored).
+    pub fn replicate_pod_events(&self, replicator: PodEventReplicator) {
+        let _ = self.pod_events.set(replicator);
+    }
+
+    /// The pod-event replicator, when pod events are on.
+    #[must_use]
+    pub fn pod_events(&self) -> Option<&PodEventReplicator> {
+        self.pod_events.get()
     }
 
     /// The label selector the watches use.
@@ -259,6 +339,16 @@ impl Tracker {
     #[must_use]
     pub fn watched_namespaces(&self) -> usize {
         self.namespaces.lock().map_or(0, |n| n.len())
+    }
+
+    /// How many namespaces have their FailedCreate events watch running now.
+    #[must_use]
+    pub fn events_watches(&self) -> usize {
+        self.namespaces.lock().map_or(0, |n| {
+            n.values()
+                .filter(|w| lock(&w.index).events.is_running())
+                .count()
+        })
     }
 
     /// Subscribes to the Job `job` in `key`'s namespace, starting that namespace's watches
@@ -284,6 +374,12 @@ impl Tracker {
             observations,
             index,
             job: job.to_owned(),
+            events: EventsContext {
+                client: client.clone(),
+                namespace: key.namespace.clone(),
+                stop: self.stop.clone(),
+            },
+            wants_events: false,
         }
     }
 
@@ -292,14 +388,33 @@ impl Tracker {
         let jobs: Api<Job> = Api::namespaced(client.clone(), &key.namespace);
         let pods: Api<Pod> = Api::namespaced(client, &key.namespace);
         tracing::info!(namespace = %key.namespace, selector = %self.selector, "watching Jobs and Pods");
+        if let Some(m) = &self.metrics {
+            m.watching(&key.namespace);
+        }
+        let counts = |resource| WatchCounts {
+            metrics: self.metrics.clone(),
+            namespace: key.namespace.clone(),
+            resource,
+        };
         tokio::spawn(run_watch(
             jobs,
             config.clone(),
             index.clone(),
             self.stop.clone(),
             JobSide,
+            counts("jobs"),
         ));
-        tokio::spawn(run_watch(pods, config, index, self.stop.clone(), PodSide));
+        let side = PodSide {
+            events: self.pod_events.get().cloned(),
+        };
+        tokio::spawn(run_watch(
+            pods,
+            config,
+            index,
+            self.stop.clone(),
+            side,
+            counts("pods"),
+        ));
     }
 
     /// Stops every watch.
@@ -317,7 +432,9 @@ trait Side<K>: Send + 'static {
 }
 
 struct JobSide;
-struct PodSide;
+struct PodSide {
+    events: Option<PodEventReplicator>,
+}
 
 impl Side<Job> for JobSide {
     fn apply(&self, idx: &mut NamespaceIndex, obj: Job, relisting: bool) {
@@ -338,9 +455,15 @@ impl Side<Job> for JobSide {
 
 impl Side<Pod> for PodSide {
     fn apply(&self, idx: &mut NamespaceIndex, obj: Pod, relisting: bool) {
+        if let Some(r) = &self.events {
+            r.observe(&obj, relisting);
+        }
         idx.apply_pod(obj, relisting);
     }
     fn delete(&self, idx: &mut NamespaceIndex, obj: &Pod) {
+        if let (Some(r), Some(uid)) = (&self.events, obj.metadata.uid.as_deref()) {
+            r.forget(uid);
+        }
         if let Some(n) = obj.metadata.name.as_deref() {
             idx.delete_pod(n);
         }
@@ -353,12 +476,20 @@ impl Side<Pod> for PodSide {
     }
 }
 
+/// Where one watch's restarts and relists are counted.
+struct WatchCounts {
+    metrics: Option<KubernetesMetrics>,
+    namespace: String,
+    resource: &'static str,
+}
+
 async fn run_watch<K, S>(
     api: Api<K>,
     config: watcher::Config,
     index: Arc<Mutex<NamespaceIndex>>,
     stop: CancellationToken,
     side: S,
+    counts: WatchCounts,
 ) where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
     S: Side<K>,
@@ -376,12 +507,18 @@ async fn run_watch<K, S>(
             Err(e) => {
                 // The back-off wrapper retries; the index keeps its last known state.
                 tracing::warn!(error = %e, "watch error; retrying");
+                if let Some(m) = &counts.metrics {
+                    m.watch_restarted(&counts.namespace, counts.resource);
+                }
                 continue;
             }
         };
         let mut idx = lock(&index);
         match event {
             Event::Init => {
+                if let Some(m) = &counts.metrics {
+                    m.watch_relisted(&counts.namespace, counts.resource);
+                }
                 relisting = true;
                 side.start_relist(&mut idx);
             }

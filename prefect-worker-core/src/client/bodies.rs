@@ -81,9 +81,23 @@ pub(crate) fn work_queue_filter(names: Option<&[String]>) -> Value {
     json!({"work_queues": work_queues, "limit": null, "offset": null})
 }
 
-/// `POST /work_pools/{pool}/workers/heartbeat` (OSS form).
-pub(crate) fn heartbeat(worker_name: &str, heartbeat_interval_seconds: u64) -> Value {
-    json!({"name": worker_name, "heartbeat_interval_seconds": heartbeat_interval_seconds})
+/// `POST /work_pools/{pool}/workers/heartbeat`, in Python's key order: `metadata` and
+/// `return_id` only when set (Prefect Cloud, spec §2.2C).
+pub(crate) fn heartbeat(
+    worker_name: &str,
+    heartbeat_interval_seconds: u64,
+    metadata: Option<&Value>,
+    return_id: bool,
+) -> Value {
+    let mut body =
+        json!({"name": worker_name, "heartbeat_interval_seconds": heartbeat_interval_seconds});
+    if let Some(m) = metadata {
+        body["metadata"] = m.clone();
+    }
+    if return_id {
+        body["return_id"] = Value::Bool(true);
+    }
+    body
 }
 
 #[cfg(test)]
@@ -176,8 +190,16 @@ mod tests {
             json!({"name": {"any_": ["q"]}})
         );
         assert_eq!(
-            heartbeat("rest-worker", 30),
+            heartbeat("rest-worker", 30, None, false),
             example("worker_heartbeat.request.json")
+        );
+        // Cloud: metadata, then return_id, after Python's two keys.
+        let metadata =
+            json!({"integrations": [{"name": "prefect-kubernetes", "version": "0.8.0"}]});
+        let body = heartbeat("w", 30, Some(&metadata), true);
+        assert_eq!(
+            serde_json::to_string(&body).unwrap(),
+            r#"{"name":"w","heartbeat_interval_seconds":30,"metadata":{"integrations":[{"name":"prefect-kubernetes","version":"0.8.0"}]},"return_id":true}"#
         );
     }
 }

@@ -1,5 +1,12 @@
-//! CSRF token handling (spec §1 "CSRF"): fetched lazily before the first change request,
-//! turned off for servers that do not use it, refreshed when expired or rejected.
+//! CSRF token handling (spec §1 "CSRF"): fetched only once the server asks for one (a 403
+//! "Missing CSRF token." / "Invalid CSRF token ..." to a change request), then sent on every
+//! change request, refreshed when expired or rejected, and turned off for a server that
+//! answers that CSRF protection is disabled.
+//!
+//! Python fetches a token before its first change request whatever the server; a server
+//! without CSRF protection (the default) then costs a request, and a start-up round trip
+//! before the first poll. Asking only when told costs a CSRF-protected server one refused
+//! request per client instead, and it was not processed, so resending it is safe.
 
 use chrono::{DateTime, Utc};
 use reqwest::Method;
@@ -21,6 +28,8 @@ pub(crate) struct CsrfHeaders {
 struct CsrfState {
     /// Starts as `PREFECT_CLIENT_CSRF_SUPPORT_ENABLED`; a server without CSRF turns it off.
     enabled: bool,
+    /// Set once the server refused a change request for want of a token.
+    required: bool,
     token: Option<CsrfHeaders>,
     expiration: Option<DateTime<Utc>>,
 }
@@ -47,25 +56,32 @@ impl Csrf {
             client_id: Uuid::new_v4(),
             state: tokio::sync::Mutex::new(CsrfState {
                 enabled,
+                required: false,
                 token: None,
                 expiration: None,
             }),
         }
     }
 
-    /// Forgets the token after the server rejected it ("Invalid CSRF token").
-    pub(crate) async fn invalidate(&self) {
-        self.state.lock().await.token = None;
+    /// The server refused a change request for want of a (valid) token: forget ours, and
+    /// from now on send one. Returns whether CSRF support is on (else there is nothing to
+    /// fetch and the refusal stands).
+    pub(crate) async fn refused(&self) -> bool {
+        let mut st = self.state.lock().await;
+        st.token = None;
+        st.required = true;
+        st.enabled
     }
 
-    /// The headers for a change request, fetching a token first when there is none or it
-    /// expired. `None` when CSRF is off for this client.
+    /// The headers for a change request, fetching a token first when the server requires
+    /// one and there is none or it expired. `None` while the server has not asked for one,
+    /// or when CSRF is off for this client.
     pub(crate) async fn headers(
         &self,
         transport: &Transport,
     ) -> Result<Option<CsrfHeaders>, ClientError> {
         let mut st = self.state.lock().await;
-        if !st.enabled {
+        if !st.enabled || !st.required {
             return Ok(None);
         }
         let expired = st.expiration.is_some_and(|exp| Utc::now() > exp);
@@ -99,5 +115,36 @@ impl Csrf {
         st.token = Some(headers.clone());
         st.expiration = reply.expiration;
         Ok(Some(headers))
+    }
+}
+
+/// Whether a 403 body is the server's CSRF middleware asking for a (valid) token: its
+/// three refusals are "Missing CSRF token.", "Missing client identifier." and
+/// "Invalid CSRF token or client identifier.".
+pub(crate) fn is_csrf_refusal(body: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(body);
+    [
+        "Missing CSRF token",
+        "Missing client identifier",
+        "Invalid CSRF token",
+    ]
+    .iter()
+    .any(|m| text.contains(m))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csrf_refusals_are_recognised() {
+        for body in [
+            r#"{"detail":"Missing CSRF token."}"#,
+            r#"{"detail":"Missing client identifier."}"#,
+            r#"{"detail":"Invalid CSRF token or client identifier."}"#,
+        ] {
+            assert!(is_csrf_refusal(body.as_bytes()), "{body}");
+        }
+        assert!(!is_csrf_refusal(br#"{"detail":"Forbidden"}"#));
     }
 }

@@ -9,7 +9,8 @@ use uuid::Uuid;
 use super::error::ClientError;
 use super::models::{
     Deployment, Flow, FlowRun, JsonMap, LogCreate, OrchestrationResult, State, StateCreate,
-    WorkPool, WorkPoolCreate, WorkQueue, WorkerFlowRunResponse, WorkerInfo,
+    WorkPool, WorkPoolCreate, WorkPoolUpdate, WorkQueue, WorkerFlowRunResponse, WorkerHeartbeat,
+    WorkerInfo,
 };
 use super::transport::{ApiRequest, RawResponse};
 use super::{PrefectClient, bodies};
@@ -67,6 +68,19 @@ impl PrefectClient {
         self.call(req).await.map(drop)
     }
 
+    /// `PATCH /work_pools/{name}` with the fields of `update` that are set (204).
+    /// 404 → [`ClientError::NotFound`].
+    pub async fn update_work_pool(
+        &self,
+        name: &str,
+        update: &WorkPoolUpdate,
+    ) -> Result<(), ClientError> {
+        let req = ApiRequest::new(Method::PATCH, ["work_pools", name])
+            .json(update)?
+            .not_found_maps();
+        self.call(req).await.map(drop)
+    }
+
     /// `POST /work_pools/{pool}/queues/filter`: all queues, or only those named.
     pub async fn read_work_queues(
         &self,
@@ -85,9 +99,36 @@ impl PrefectClient {
         worker_name: &str,
         heartbeat_interval_seconds: u64,
     ) -> Result<(), ClientError> {
+        self.send_worker_heartbeat_with(
+            pool,
+            &WorkerHeartbeat::new(worker_name, heartbeat_interval_seconds),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `POST /work_pools/{pool}/workers/heartbeat` with Prefect Cloud's extras (spec §2.2C):
+    /// `metadata`, and `return_id` to ask for the worker's id. Returns the id when one was
+    /// asked for and the server answered 200 with it (Cloud answers with the bare UUID
+    /// text; a self-hosted server answers 204 and there is none).
+    pub async fn send_worker_heartbeat_with(
+        &self,
+        pool: &str,
+        heartbeat: &WorkerHeartbeat<'_>,
+    ) -> Result<Option<Uuid>, ClientError> {
         let req = ApiRequest::new(Method::POST, ["work_pools", pool, "workers", "heartbeat"])
-            .json(&bodies::heartbeat(worker_name, heartbeat_interval_seconds))?;
-        self.call(req).await.map(drop)
+            .json(&bodies::heartbeat(
+                heartbeat.worker_name,
+                heartbeat.heartbeat_interval_seconds,
+                heartbeat.metadata,
+                heartbeat.return_id,
+            ))?;
+        let resp = self.call(req).await?;
+        if !heartbeat.return_id || resp.status != 200 {
+            return Ok(None);
+        }
+        let text = resp.text();
+        Ok(Uuid::parse_str(text.trim().trim_matches('"')).ok())
     }
 
     /// `POST /work_pools/{pool}/get_scheduled_flow_runs`. 404 (unknown pool or queue) →
@@ -262,6 +303,24 @@ impl PrefectClient {
     pub async fn read_server_version(&self) -> Result<String, ClientError> {
         self.fetch(ApiRequest::new(Method::GET, ["admin", "version"]))
             .await
+    }
+
+    /// `POST /events/filter` with `{"filter": filter, "limit": limit}` → the `events` of the
+    /// first page (the observer's start-up de-duplication, spec §6.1).
+    pub async fn filter_events(
+        &self,
+        filter: &Value,
+        limit: u32,
+    ) -> Result<Vec<Value>, ClientError> {
+        let body = json!({"filter": filter, "limit": limit});
+        let resp = self
+            .call(ApiRequest::new(Method::POST, ["events", "filter"]).json(&body)?)
+            .await?;
+        let mut page: JsonMap = resp.json()?;
+        match page.remove("events") {
+            Some(Value::Array(events)) => Ok(events),
+            _ => Ok(Vec::new()),
+        }
     }
 
     /// `POST /logs/` (201).

@@ -83,7 +83,7 @@ impl fmt::Display for TransportError {
 /// The HTTP variants follow spec §1 "Error mapping": which 404s become
 /// [`ClientError::NotFound`] depends on the endpoint; a 404 elsewhere (for example
 /// `GET /flows/{id}`) is a plain [`ClientError::Status`].
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
     /// A 404 on an endpoint that maps it to "ObjectNotFound".
     #[error("not found: {0}")]

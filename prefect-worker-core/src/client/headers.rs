@@ -2,7 +2,9 @@
 //! authorization, custom headers and the worker attribution headers.
 
 use base64::Engine as _;
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
+use reqwest::header::{
+    ACCEPT_ENCODING, AUTHORIZATION, HeaderMap, HeaderName, HeaderValue, USER_AGENT,
+};
 
 use super::error::ClientError;
 use super::options::ClientOptions;
@@ -28,11 +30,19 @@ pub fn user_agent() -> String {
     )
 }
 
-/// The headers sent on every request, in Python's precedence: API version and
-/// authorization first, then custom headers (which may replace them), and the
-/// User-Agent last so nothing can replace it.
+/// What Prefect's client (httpx) asks for; the HTTP client decodes both (reqwest's `gzip`
+/// and `deflate` features), whatever sets the header.
+const ACCEPTED_ENCODINGS: &str = "gzip, deflate";
+
+/// The headers sent on every request, in Python's precedence: httpx's Accept-Encoding,
+/// API version and authorization first, then custom headers (which may replace them),
+/// and the User-Agent last so nothing can replace it.
 pub(crate) fn base_headers(o: &ClientOptions) -> Result<HeaderMap, ClientError> {
     let mut h = HeaderMap::new();
+    h.insert(
+        ACCEPT_ENCODING,
+        HeaderValue::from_static(ACCEPTED_ENCODINGS),
+    );
     h.insert(
         HeaderName::from_static(API_VERSION_HEADER),
         HeaderValue::from_static(crate::API_VERSION),

@@ -4,20 +4,23 @@
 //! - [`error`]: the typed errors ([`ClientError`]);
 //! - `headers`, `csrf`, `retry`, `transport`: the wire conventions every request follows;
 //! - `bodies`, `endpoints`: the calls the worker makes;
-//! - `lookups`: the client as templating's source of variables and blocks.
+//! - [`websocket`]: opening the events and worker-channel websockets with the same rules.
+//!
+//! The client is the lowest layer: it names no other module of this crate. (It serves
+//! templating's lookups through an impl in `job_config::lookups`.)
 
 mod bodies;
 mod csrf;
 mod endpoints;
 pub mod error;
 mod headers;
-mod lookups;
 pub mod maintenance;
 pub mod models;
 pub mod options;
 mod retry;
 pub mod secret;
 mod transport;
+pub mod websocket;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -62,6 +65,42 @@ impl PrefectClient {
     #[must_use]
     pub fn api_url(&self) -> &url::Url {
         self.inner.base_url()
+    }
+
+    /// Whether the API is Prefect Cloud: the API URL starts with `PREFECT_CLOUD_API_URL`
+    /// (spec §2.2C). Cloud authenticates websockets differently and hands out worker ids.
+    #[must_use]
+    pub fn is_cloud(&self) -> bool {
+        self.inner.is_cloud()
+    }
+
+    /// Opens a websocket below the API URL (spec §2.2A, §4.6); see [`websocket`].
+    ///
+    /// # Errors
+    /// [`websocket::WebSocketError`]: a refused upgrade keeps its HTTP status so callers can
+    /// tell an old server (404) from bad credentials (401/403) or an outage (5xx).
+    pub async fn connect_websocket(
+        &self,
+        request: &websocket::WebSocketRequest,
+    ) -> Result<websocket::WebSocket, websocket::WebSocketError> {
+        self.inner
+            .websocket
+            .connect(self.inner.base_url(), request)
+            .await
+    }
+
+    /// The websocket settings (auth token, redaction) for protocols spoken over
+    /// [`PrefectClient::connect_websocket`].
+    pub(crate) fn websocket_settings(&self) -> &websocket::WebSocketSettings {
+        &self.inner.websocket
+    }
+
+    /// Counts every request of this client (and its clones) in `metrics`:
+    /// `prefect_worker_api_requests_total` and `..._duration_seconds` by route template
+    /// (see [`crate::metrics::api`]). [`crate::runner::Runner::new`] does this when its
+    /// options carry metrics; the first registry attached wins.
+    pub fn attach_metrics(&self, metrics: &crate::metrics::Metrics) {
+        self.inner.attach_metrics(metrics);
     }
 
     /// When the latest `Prefect-Maintenance` back-off ends (for the health check, §2.8).

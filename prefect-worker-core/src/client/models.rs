@@ -238,6 +238,18 @@ pub struct WorkPool {
     pub extra: JsonMap,
 }
 
+/// The body of `PATCH /work_pools/{name}`: only the fields that are set, like Python's
+/// `WorkPoolUpdate` dumped with `exclude_unset`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct WorkPoolUpdate {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_job_template: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency_limit: Option<u64>,
+}
+
 /// The body of `POST /work_pools/`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct WorkPoolCreate {
@@ -247,6 +259,32 @@ pub struct WorkPoolCreate {
     /// Sent only when given (`--base-job-template`), like Python's exclude-unset.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub base_job_template: Option<Value>,
+}
+
+/// A worker heartbeat (`POST /work_pools/{pool}/workers/heartbeat`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WorkerHeartbeat<'a> {
+    /// The worker's name.
+    pub worker_name: &'a str,
+    /// How often the worker heartbeats; the server marks it offline after a few misses.
+    pub heartbeat_interval_seconds: u64,
+    /// Ask for the worker's id (`return_id`; Prefect Cloud only).
+    pub return_id: bool,
+    /// `{"integrations": [...]}` (Prefect Cloud only, sent once).
+    pub metadata: Option<&'a Value>,
+}
+
+impl<'a> WorkerHeartbeat<'a> {
+    /// The self-hosted form: name and interval only.
+    #[must_use]
+    pub fn new(worker_name: &'a str, heartbeat_interval_seconds: u64) -> Self {
+        Self {
+            worker_name,
+            heartbeat_interval_seconds,
+            return_id: false,
+            metadata: None,
+        }
+    }
 }
 
 /// A work queue.

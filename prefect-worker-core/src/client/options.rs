@@ -17,7 +17,8 @@ use super::secret::Secret;
 /// `Default` is Prefect's defaults with an empty `api_url`:
 /// no credentials, no custom headers, CSRF support on, TLS verified against the built-in
 /// roots, 60 s timeouts, 5 retries (6 attempts), jitter factor 0.2, no extra retry codes,
-/// HTTP/1.1 only, and a 1 s back-off base (`2^attempt` × base).
+/// HTTP/1.1 only, a 1 s back-off base (`2^attempt` × base), and Prefect Cloud at
+/// `https://api.prefect.cloud/api`.
 #[derive(Clone)]
 pub struct ClientOptions {
     /// `PREFECT_API_URL`, for example `http://host:4200/api`.
@@ -50,7 +51,12 @@ pub struct ClientOptions {
     pub retry_base_delay: Duration,
     /// Where maintenance back-offs are recorded; share it with the health check.
     pub maintenance: MaintenanceTracker,
+    /// `PREFECT_CLOUD_API_URL`: an API URL starting with it is Prefect Cloud.
+    pub cloud_api_url: String,
 }
+
+/// Prefect's default `PREFECT_CLOUD_API_URL`.
+pub const DEFAULT_CLOUD_API_URL: &str = "https://api.prefect.cloud/api";
 
 impl Default for ClientOptions {
     fn default() -> Self {
@@ -69,6 +75,7 @@ impl Default for ClientOptions {
             enable_http2: false,
             retry_base_delay: Duration::from_secs(1),
             maintenance: MaintenanceTracker::new(),
+            cloud_api_url: DEFAULT_CLOUD_API_URL.to_owned(),
         }
     }
 }
@@ -93,6 +100,7 @@ impl fmt::Debug for ClientOptions {
             .field("retry_extra_codes", &self.retry_extra_codes)
             .field("enable_http2", &self.enable_http2)
             .field("retry_base_delay", &self.retry_base_delay)
+            .field("cloud_api_url", &self.cloud_api_url)
             .finish_non_exhaustive()
     }
 }
@@ -191,6 +199,13 @@ impl ClientOptions {
         self
     }
 
+    /// Sets `PREFECT_CLOUD_API_URL` (tests point it at a stub that answers as Cloud).
+    #[must_use]
+    pub fn with_cloud_api_url(mut self, url: impl Into<String>) -> Self {
+        self.cloud_api_url = url.into();
+        self
+    }
+
     /// Records maintenance back-offs in `tracker` (shared with the health check).
     #[must_use]
     pub fn with_maintenance_tracker(mut self, tracker: MaintenanceTracker) -> Self {
@@ -247,6 +262,9 @@ impl ClientOptions {
         }
         if let Some(v) = get("PREFECT_API_ENABLE_HTTP2") {
             o.enable_http2 = parse_bool("PREFECT_API_ENABLE_HTTP2", &v)?;
+        }
+        if let Some(v) = get("PREFECT_CLOUD_API_URL") {
+            o.cloud_api_url = v.trim().to_owned();
         }
         Ok(o)
     }

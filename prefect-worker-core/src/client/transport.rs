@@ -2,7 +2,8 @@
 //! "Retries", and turning the final answer into a body or a typed [`ClientError`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{PoisonError, RwLock};
+use std::sync::{OnceLock, PoisonError, RwLock};
+use std::time::Instant;
 
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::{Certificate, Method};
@@ -10,7 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use url::Url;
 
-use super::csrf::{Csrf, CsrfHeaders};
+use super::csrf::{Csrf, CsrfHeaders, is_csrf_refusal};
 use super::error::{ClientError, HttpError, TransportError, TransportKind};
 use super::headers::{
     CSRF_CLIENT_HEADER, CSRF_TOKEN_HEADER, MAINTENANCE_HEADER, WORKER_ID_HEADER,
@@ -161,6 +162,12 @@ pub(crate) struct Transport {
     has_connected: AtomicBool,
     pub(crate) maintenance: MaintenanceTracker,
     redactor: Redactor,
+    /// Headers and TLS for websockets to the same API.
+    pub(crate) websocket: super::websocket::WebSocketSettings,
+    /// `PREFECT_CLOUD_API_URL` matched the API URL.
+    cloud: bool,
+    /// Where each attempt is counted, once a runner (or the embedder) attached metrics.
+    metrics: OnceLock<crate::metrics::Metrics>,
 }
 
 impl Transport {
@@ -207,10 +214,18 @@ impl Transport {
         let http = b
             .build()
             .map_err(|e| ClientError::Config(format!("cannot build the HTTP client: {e}")))?;
+        let base_headers = base_headers(&o)?;
+        let websocket = super::websocket::WebSocketSettings::new(&o, &base_headers);
+        let cloud = !o.cloud_api_url.trim().is_empty()
+            && base
+                .as_str()
+                .starts_with(o.cloud_api_url.trim().trim_end_matches('/'));
         Ok(Self {
             http,
             base,
-            base_headers: base_headers(&o)?,
+            base_headers,
+            websocket,
+            cloud,
             policy: RetryPolicy::from_options(&o),
             csrf: Csrf::new(o.csrf_support_enabled),
             worker_name: RwLock::new(None),
@@ -218,7 +233,33 @@ impl Transport {
             has_connected: AtomicBool::new(false),
             maintenance: o.maintenance,
             redactor: Redactor::new(o.api_key.as_ref(), o.auth_string.as_ref()),
+            metrics: OnceLock::new(),
         })
+    }
+
+    /// Counts every later attempt in `metrics` (the first call wins).
+    pub(crate) fn attach_metrics(&self, metrics: &crate::metrics::Metrics) {
+        let _ = self.metrics.set(metrics.clone());
+    }
+
+    /// One attempt at `req` ended with an HTTP status or a transport failure.
+    fn record_attempt(
+        &self,
+        req: &ApiRequest,
+        status: Result<u16, &reqwest::Error>,
+        started: Instant,
+    ) {
+        let Some(m) = self.metrics.get() else { return };
+        let status = match status {
+            Ok(code) => code.to_string(),
+            Err(e) if e.is_timeout() => "timeout".to_owned(),
+            Err(e) if e.is_connect() => "connect_error".to_owned(),
+            Err(_) => "io_error".to_owned(),
+        };
+        let endpoint = crate::metrics::api::route_template(&req.segments);
+        let method = crate::metrics::api::method_label(req.method.as_str());
+        m.api()
+            .record(method, &endpoint, &status, started.elapsed());
     }
 
     pub(crate) fn set_worker_name(&self, name: Option<String>) {
@@ -233,6 +274,10 @@ impl Transport {
             .worker_id
             .write()
             .unwrap_or_else(PoisonError::into_inner) = id.and_then(attribution_value);
+    }
+
+    pub(crate) fn is_cloud(&self) -> bool {
+        self.cloud
     }
 
     pub(crate) fn base_url(&self) -> &Url {
@@ -295,6 +340,7 @@ impl Transport {
             if let Some(body) = &req.body {
                 rb = rb.body(body.clone());
             }
+            let attempt_started = Instant::now();
             let outcome = match rb.send().await {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
@@ -305,6 +351,7 @@ impl Transport {
                 }
                 Err(e) => Err(e),
             };
+            self.record_attempt(req, outcome.as_ref().map(|(s, _, _)| *s), attempt_started);
             let (status, headers, body) = match outcome {
                 Ok(answer) => answer,
                 Err(e) => {
@@ -337,15 +384,16 @@ impl Transport {
             if !maintenance {
                 try_count += 1;
             }
-            let csrf_rejected = use_csrf
-                && status == 403
-                && String::from_utf8_lossy(&body).contains("Invalid CSRF token");
-            if csrf_rejected {
-                // A stale or foreign token: fetch a fresh one and try again.
-                self.csrf.invalidate().await;
+            // The server wants a token (none sent yet, or ours is stale or foreign): fetch
+            // one and send the request again (it was refused before being processed).
+            let csrf_rejected =
+                use_csrf && status == 403 && is_csrf_refusal(&body) && self.csrf.refused().await;
+            if csrf_rejected && try_count < max_attempts {
                 csrf = self.csrf.headers(self).await?;
+                // No back-off: nothing failed, the request only lacked its token.
+                continue;
             }
-            let retried = csrf_rejected || self.policy.is_retry_status(status);
+            let retried = self.policy.is_retry_status(status);
             if !retried || try_count >= max_attempts {
                 self.has_connected.store(true, Ordering::Relaxed);
                 let date = headers

@@ -4,13 +4,15 @@
 //! 1. merge job variables (deployment, then flow run) over the pool's variable defaults,
 //! 2. render the pool's `job_configuration` template with them ([`crate::templating`]),
 //! 3. resolve `prefect.blocks.*` / `$ref` and `prefect.variables.*` through [`TemplateLookups`]
-//!    (the only I/O, behind a trait so tests and previews can serve it from memory),
+//!    (the only I/O, behind a trait so tests and previews can serve it from memory; the
+//!    REST client's implementation is in [`lookups`]),
 //! 4. validate into the worker's [`JobConfiguration`] type,
 //! 5. `prepare_for_flow_run`: env, labels, name, command (pure).
 
 use serde_json::Value;
 
 use crate::client::models::{Deployment, Flow, FlowRun, JsonMap, WorkPool};
+use crate::templating::ResolveError;
 
 pub mod base;
 pub mod fields;
@@ -20,18 +22,17 @@ pub mod pipeline;
 pub mod settings_env;
 pub mod shlex;
 
+/// Templating's lookups, re-exported where configuration is built.
+pub use crate::templating::{LookupError, MemoryLookups, TemplateLookups};
 pub use base::{BaseJobConfiguration, DEFAULT_COMMAND, EnvMap, LabelSources};
 /// Re-exported so worker crates can name the ordered maps used here without a direct dependency.
 pub use indexmap::IndexMap;
-pub use lookups::MemoryLookups;
 pub use merge::merge_job_variables;
 pub use pipeline::{render_job_configuration, resolve_for_flow_run};
 pub use settings_env::settings_environment;
 
-/// The worker process's view of its environment (env vars over the active profile), in the
-/// order they should be considered. Only `PREFECT_*` core settings from it reach jobs
-/// (see `settings_env_order.tsv`), and `{{ $NAME }}` placeholders read it.
-pub type Environment = indexmap::IndexMap<String, String>;
+/// The worker's environment, re-exported from [`crate::settings`] (where it is read).
+pub use crate::settings::Environment;
 
 /// Versions the worker claims; they shape the default image and version labels.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,27 +95,13 @@ impl ConfigurationError {
     }
 }
 
-/// A failed read of a block document or variable.
-#[derive(Debug, thiserror::Error)]
-pub enum LookupError {
-    /// The block document does not exist.
-    #[error("{0}")]
-    NotFound(String),
-    /// The API could not be asked.
-    #[error("{0}")]
-    Api(String),
-}
-
-/// The I/O templating needs: Prefect Variables and block documents. The REST client
-/// implements it; tests and `preview --input` serve it from memory.
-#[async_trait::async_trait]
-pub trait TemplateLookups: Send + Sync {
-    /// `GET /variables/name/{name}` → its `value`; `None` when the variable does not exist.
-    async fn variable(&self, name: &str) -> Result<Option<Value>, LookupError>;
-    /// `GET /block_documents/{id}?include_secrets=true` → its `data`.
-    async fn block_document(&self, id: &str) -> Result<Value, LookupError>;
-    /// `GET /block_types/slug/{slug}/block_documents/name/{name}?include_secrets=true` → its `data`.
-    async fn block_document_by_name(&self, slug: &str, name: &str) -> Result<Value, LookupError>;
+impl From<ResolveError> for ConfigurationError {
+    fn from(e: ResolveError) -> Self {
+        match e {
+            ResolveError::Value(m) => Self::Value(m),
+            ResolveError::Lookup(l) => Self::Lookup(l),
+        }
+    }
 }
 
 /// A worker's job configuration: what one flow run needs to run on the infrastructure.

@@ -10,14 +10,15 @@ use std::time::Duration;
 
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::engine::Inner;
 use super::propose::force_cancelled;
 use crate::client::models::FlowRun;
 use crate::worker::{KillError, Worker};
 
-/// Grace period given to infrastructure being cancelled.
-const KILL_GRACE: Duration = Duration::from_secs(30);
+/// Grace period given to infrastructure being cancelled (and torn down by cleanup delivery).
+pub(super) const KILL_GRACE: Duration = Duration::from_secs(30);
 
 impl<W: Worker> Inner<W> {
     pub(super) async fn cancellation_loop(self: Arc<Self>, stop: CancellationToken) {
@@ -72,8 +73,10 @@ impl<W: Worker> Inner<W> {
                 continue;
             };
             let me = self.clone();
-            self.runs
-                .spawn(async move { me.cancel_one(flow_run, pid, configuration).await });
+            let span = super::flow_run_logs::flow_run_span(flow_run.id);
+            self.runs.spawn(
+                async move { me.cancel_one(flow_run, pid, configuration).await }.instrument(span),
+            );
         }
         Ok(())
     }

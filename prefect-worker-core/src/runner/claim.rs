@@ -28,8 +28,8 @@ use super::engine::Inner;
 use super::propose::propose;
 use crate::client::ClientError;
 use crate::client::models::{FlowRun, SetStateStatus, StateCreate, StateType};
-use crate::runner::flow_run_logs::FlowRunLogger;
-use crate::worker::Worker;
+use crate::metrics::runner::RunOutcome;
+use crate::worker::{FlowRunLogger, Worker};
 
 /// The name of the Scheduled state a claim is returned to the queue with.
 pub const RESCHEDULED: &str = "Rescheduled";
@@ -55,6 +55,11 @@ impl Claim {
     fn renew(&mut self, sent_at: Instant, id: Option<Uuid>) {
         self.sent_at = sent_at;
         self.state_ids.extend(id);
+    }
+
+    /// The id of the Pending state the claim created, when the server said.
+    pub(super) fn pending_state(&self) -> Option<Uuid> {
+        self.state_ids.first().copied()
     }
 
     /// No infrastructure may be created from this instant on.
@@ -83,6 +88,17 @@ impl Claim {
     }
 }
 
+/// What became of the Submitting proposal.
+#[derive(Debug)]
+pub(super) enum SubmittingOutcome {
+    /// Go on and create the infrastructure; `accepted_at`: when Submitting was accepted
+    /// (`None` when it was not, which Python ignores too).
+    Proceed { accepted_at: Option<Instant> },
+    /// The claim is over (timed out and given back, taken by another worker, or returned
+    /// to the queue meanwhile): create nothing.
+    Stop,
+}
+
 /// The state an unstarted claim goes back to the queue with: Scheduled for now (the server
 /// stamps the time), so the next poll of any worker picks it up.
 pub(super) fn rescheduled(message: impl Into<String>) -> StateCreate {
@@ -91,19 +107,18 @@ pub(super) fn rescheduled(message: impl Into<String>) -> StateCreate {
 
 impl<W: Worker> Inner<W> {
     /// Proposes Submitting within the claim's first step, renewing the claim for the create
-    /// step. `false`: the claim is over (timed out and given back, or returned to the queue
-    /// by another worker meanwhile); do not create anything.
+    /// step.
     pub(super) async fn propose_submitting(
         &self,
         flow_run: &FlowRun,
         logger: &FlowRunLogger,
         claim: &mut Claim,
-    ) -> bool {
+    ) -> SubmittingOutcome {
         let timeout = self.options.claim_timeout;
         if Instant::now() >= claim.deadline(timeout) {
             self.release_claim(flow_run, logger, &self.claim_expired_reason())
                 .await;
-            return false;
+            return SubmittingOutcome::Stop;
         }
         let sent_at = Instant::now();
         match propose(&self.client, flow_run.id, &StateCreate::submitting(), false).await {
@@ -117,20 +132,36 @@ impl<W: Worker> Inner<W> {
                         "Flow run '{}' was returned to the queue while this worker was submitting it; not submitting",
                         flow_run.name
                     ));
-                    return false;
+                    self.metrics.finished(RunOutcome::Rescheduled);
+                    return SubmittingOutcome::Stop;
                 }
                 claim.renew(sent_at, r.state.as_ref().and_then(|s| s.id));
+                SubmittingOutcome::Proceed {
+                    accepted_at: Some(Instant::now()),
+                }
             }
-            // Errors and refusals here are not worth failing the run for (Python ignores
-            // them); the claim keeps running from its Pending proposal.
+            // An ABORT means another worker renamed the run to Submitting first: the Pending
+            // proposals of both were accepted at once, and the run is theirs.
+            Ok(r) if r.status == SetStateStatus::Abort => {
+                logger.info(format!(
+                    "Aborted submission of flow run '{}': another worker is submitting it ({})",
+                    flow_run.id,
+                    r.details.reason.unwrap_or_default()
+                ));
+                self.metrics.finished(RunOutcome::ClaimLost);
+                SubmittingOutcome::Stop
+            }
+            // Other errors and refusals here are not worth failing the run for (Python
+            // ignores them); the claim keeps running from its Pending proposal.
             Ok(r) => {
-                tracing::debug!(flow_run_id = %flow_run.id, status = ?r.status, "Submitting not accepted")
+                tracing::debug!(flow_run_id = %flow_run.id, status = ?r.status, "Submitting not accepted");
+                SubmittingOutcome::Proceed { accepted_at: None }
             }
             Err(e) => {
                 tracing::debug!(flow_run_id = %flow_run.id, error = %e, "could not set Submitting state");
+                SubmittingOutcome::Proceed { accepted_at: None }
             }
         }
-        true
     }
 
     pub(super) fn claim_expired_reason(&self) -> String {
@@ -153,6 +184,7 @@ impl<W: Worker> Inner<W> {
         let message = format!("Returned to the queue: {why}.");
         match propose(&self.client, flow_run.id, &rescheduled(&message), false).await {
             Ok(r) if r.status == SetStateStatus::Accept => {
+                self.metrics.finished(RunOutcome::Rescheduled);
                 logger.warning(format!("Flow run '{}' {message}", flow_run.name));
             }
             Ok(r) => tracing::info!(flow_run_id = %flow_run.id, status = ?r.status,

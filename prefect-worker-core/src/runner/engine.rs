@@ -9,10 +9,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+use super::channel::SyncState;
+use super::events::RunnerEvents;
+use super::shared_reads::FlowCache;
 use super::{HealthState, LogShipper, RunnerOptions};
 
 use crate::client::models::WorkPool;
 use crate::client::{ClientError, PrefectClient};
+use crate::events::{EventEmitter, EventsTask, WorkerEvents};
+use crate::metrics::runner::RunRecorder;
 use crate::worker::Worker;
 
 /// Why the runner stopped on its own.
@@ -51,6 +56,8 @@ pub(super) struct Inner<W: Worker> {
     pub(super) client: PrefectClient,
     pub(super) options: RunnerOptions,
     pub(super) work_pool: RwLock<Option<WorkPool>>,
+    /// The worker channel, Cloud's worker id and what was already sent (`runner/channel.rs`).
+    pub(super) sync_state: SyncState,
     pub(super) health: Arc<HealthState>,
     /// `--limit`: held from claim until the run's infrastructure has finished.
     pub(super) limiter: Option<Arc<Semaphore>>,
@@ -60,6 +67,10 @@ pub(super) struct Inner<W: Worker> {
     pub(super) submitting: watch::Sender<usize>,
     pub(super) tracked: Mutex<HashMap<Uuid, Tracked<W::Configuration>>>,
     pub(super) logs: LogShipper,
+    /// Flows read so far (a flow's name never changes).
+    pub(super) flows: FlowCache,
+    pub(super) events: RunnerEvents,
+    pub(super) metrics: RunRecorder,
     /// Tells run tasks to stop waiting on their infrastructure (shutdown).
     pub(super) stop_runs: CancellationToken,
     pub(super) runs: TaskTracker,
@@ -79,6 +90,7 @@ pub struct Runner<W: Worker> {
     inner: Arc<Inner<W>>,
     log_task: Option<tokio::task::JoinHandle<()>>,
     log_stop: CancellationToken,
+    events_task: EventsTask,
 }
 
 impl<W: Worker> Runner<W> {
@@ -99,11 +111,27 @@ impl<W: Worker> Runner<W> {
             options.health_window(),
             Box::new(move || maintenance_client.maintenance_until()),
         ));
+        let (events, events_task) = EventEmitter::start(client.clone(), options.events.clone());
+        worker.attach_events(&events);
+        let events = RunnerEvents::new(
+            events,
+            WorkerEvents::new(
+                worker.worker_type(),
+                &options.worker_name,
+                &options.versions.prefect_version,
+            ),
+        );
+        if let Some(m) = &options.metrics {
+            client.attach_metrics(m);
+            crate::metrics::register_events(m, events.emitter.clone());
+        }
+        let metrics = RunRecorder::new(options.metrics.clone());
         let limiter = options.limit.map(|n| Arc::new(Semaphore::new(n)));
         let submissions = Arc::new(Semaphore::new(options.max_concurrent_submissions.max(1)));
         let inner = Arc::new(Inner {
             worker: Arc::new(worker),
             client,
+            sync_state: SyncState::new(options.worker_id.clone()),
             options,
             work_pool: RwLock::new(None),
             health,
@@ -112,14 +140,46 @@ impl<W: Worker> Runner<W> {
             submitting: watch::Sender::new(0),
             tracked: Mutex::new(HashMap::new()),
             logs,
+            flows: FlowCache::default(),
+            events,
+            metrics,
             stop_runs: CancellationToken::new(),
             runs: TaskTracker::new(),
         });
+        let tracked = Arc::downgrade(&inner);
+        let submitting = inner.submitting.subscribe();
+        inner.metrics.register_gauges(
+            move || {
+                tracked
+                    .upgrade()
+                    .map_or(0, |i| i.lock_tracked().len() as i64)
+            },
+            move || *submitting.borrow() as i64,
+        );
         Self {
             inner,
             log_task,
             log_stop,
+            events_task,
         }
+    }
+
+    /// Starts with `pool` as the work pool, read by the caller just before (the binary's
+    /// start-up checks read it), so the runner does not read it again before its first
+    /// poll: start → first poll stays one round trip.
+    #[must_use]
+    pub fn with_work_pool(self, pool: WorkPool) -> Self {
+        if let Ok(mut slot) = self.inner.work_pool.write() {
+            *slot = Some(pool);
+        }
+        self
+    }
+
+    /// The event emitter (worker and infrastructure events): its [`EventEmitter::stats`]
+    /// say how many events were delivered, dropped and are queued.
+    #[must_use]
+    pub fn events(&self) -> EventEmitter {
+        self.inner.events.emitter.clone()
     }
 
     /// The health state, for [`health::serve`].
@@ -143,14 +203,19 @@ impl<W: Worker> Runner<W> {
         inner
             .client
             .set_worker_name(Some(inner.options.worker_name.clone()));
+        inner.client.set_worker_id(inner.worker_id());
         let result = self.serve(&shutdown).await;
         // Graceful end, whatever stopped us.
         inner.wait_for_submissions().await;
         inner.stop_runs.cancel();
         inner.runs.close();
         inner.runs.wait().await;
+        inner.stop_channel().await;
+        inner.emit_stopped();
         inner.worker.teardown().await;
+        self.events_task.shutdown().await;
         inner.client.set_worker_name(None);
+        inner.client.set_worker_id(None);
         self.log_stop.cancel();
         if let Some(t) = self.log_task {
             let _ = t.await;
@@ -161,13 +226,24 @@ impl<W: Worker> Runner<W> {
 
     async fn serve(&self, shutdown: &CancellationToken) -> Result<(), RunnerError> {
         let inner = &self.inner;
+        // The worker channel sets itself up in the background: REST serves until it is healthy.
+        inner.start_channel();
         // Setup sync: credentials and a reserved pool name are fatal; anything transient is not.
         // Only the pool is needed before the first poll; the heartbeat and the adoption of
         // Jobs left by an earlier process run beside it, so start → first poll stays short.
-        match inner.sync_pool().await {
+        let first_sync = match inner.work_pool() {
+            Some(pool) => inner.install_pool(pool).await,
+            None => inner.sync_pool().await,
+        };
+        match first_sync {
             Ok(true) => {
                 let hb = inner.clone();
                 tokio::spawn(async move {
+                    // A channel that comes up heartbeats itself (its hello records one).
+                    hb.channel_settled().await;
+                    if hb.channel_healthy() {
+                        return;
+                    }
                     if let Err(e) = hb.heartbeat().await {
                         tracing::warn!(error = %e, "worker heartbeat failed; will retry");
                     }
@@ -183,6 +259,7 @@ impl<W: Worker> Runner<W> {
         if inner.options.run_once {
             inner.adopt().await;
         }
+        inner.emit_started();
         tracing::info!(worker = %inner.options.worker_name, pool = %inner.options.work_pool_name,
             "Worker '{}' started!", inner.options.worker_name);
 
@@ -205,7 +282,14 @@ impl<W: Worker> Runner<W> {
         let loops = CancellationToken::new();
         let sync_loop = tokio::spawn(inner.clone().sync_loop(loops.clone()));
         let poll_loop = tokio::spawn(inner.clone().poll_loop(loops.clone()));
-        let cancel_loop = tokio::spawn(inner.clone().cancellation_loop(loops.clone()));
+        let cancel_loop = if inner.options.cancellation_enabled {
+            tokio::spawn(inner.clone().cancellation_loop(loops.clone()))
+        } else {
+            tracing::info!(
+                "worker-side cancellation is off (PREFECT_WORKER_ENABLE_CANCELLATION=false)"
+            );
+            tokio::spawn(async {})
+        };
         // Adoption after a restart (its first pass, beside the first poll) and abandoned claims.
         let reconcile_loop = tokio::spawn(inner.clone().reconcile_loop(loops.clone()));
         shutdown.cancelled().await;

@@ -1,9 +1,9 @@
 //! Flow-run logs: worker messages about a flow run also go to that run's logs in Prefect
-//! (`POST /logs/`, spec §4.7), batched like Python's `APILogHandler`.
+//! (`POST /logs/`, spec §4.7), batched like Python's `APILogHandler`. The logger itself is
+//! part of the worker contract ([`crate::worker::FlowRunLogger`]); this is the shipping.
 
 use std::time::Duration;
 
-use chrono::{SecondsFormat, Utc};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -11,104 +11,15 @@ use uuid::Uuid;
 use crate::client::PrefectClient;
 use crate::client::models::LogCreate;
 
-/// Python logging levels, as the API stores them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
-    Debug = 10,
-    Info = 20,
-    Warning = 30,
-    Error = 40,
-}
+/// Re-exported from [`crate::worker`], where the contract a worker implements lives.
+pub use crate::worker::{FlowRunLogger, Level};
 
-/// Writes log lines to one flow run's logs (and to the worker's own `tracing` output).
-/// Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct FlowRunLogger {
-    flow_run_id: Uuid,
-    logger_name: &'static str,
-    sink: Option<mpsc::UnboundedSender<LogCreate>>,
-    max_size: usize,
-}
-
-impl FlowRunLogger {
-    /// A logger that only writes to `tracing` (logs to the API disabled, or tests).
-    #[must_use]
-    pub fn detached(flow_run_id: Uuid) -> Self {
-        Self {
-            flow_run_id,
-            logger_name: "prefect.flow_runs.worker",
-            sink: None,
-            max_size: usize::MAX,
-        }
-    }
-
-    /// The same flow run under another logger name (e.g. `prefect.flow_runs.observer`).
-    #[must_use]
-    pub fn named(&self, logger_name: &'static str) -> Self {
-        Self {
-            logger_name,
-            ..self.clone()
-        }
-    }
-
-    /// The flow run this logger writes to.
-    #[must_use]
-    pub fn flow_run_id(&self) -> Uuid {
-        self.flow_run_id
-    }
-
-    /// Logs `message` at `level`.
-    pub fn log(&self, level: Level, message: impl Into<String>) {
-        let mut message = message.into();
-        let id = self.flow_run_id;
-        match level {
-            Level::Debug => tracing::debug!(flow_run_id = %id, "{message}"),
-            Level::Info => tracing::info!(flow_run_id = %id, "{message}"),
-            Level::Warning => tracing::warn!(flow_run_id = %id, "{message}"),
-            Level::Error => tracing::error!(flow_run_id = %id, "{message}"),
-        }
-        if level == Level::Debug {
-            return;
-        }
-        if let Some(sink) = &self.sink {
-            truncate(&mut message, self.max_size);
-            let record = LogCreate {
-                name: self.logger_name.to_owned(),
-                level: level as u32,
-                message,
-                timestamp: Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
-                flow_run_id: Some(id),
-                task_run_id: None,
-            };
-            // The shipper only goes away at shutdown; a line logged after that has
-            // already been written to tracing above.
-            let _ = sink.send(record);
-        }
-    }
-
-    pub fn info(&self, message: impl Into<String>) {
-        self.log(Level::Info, message);
-    }
-    pub fn warning(&self, message: impl Into<String>) {
-        self.log(Level::Warning, message);
-    }
-    pub fn error(&self, message: impl Into<String>) {
-        self.log(Level::Error, message);
-    }
-}
-
-/// Cuts `message` to `max` bytes (on a char boundary) ending in `... [truncated]`, as Python does.
-fn truncate(message: &mut String, max: usize) {
-    const MARK: &str = "... [truncated]";
-    if message.len() <= max {
-        return;
-    }
-    let mut cut = max.saturating_sub(MARK.len());
-    while cut > 0 && !message.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    message.truncate(cut);
-    message.push_str(MARK);
+/// The span a flow run's work runs in: every `tracing` line inside it (the runner's and
+/// the worker's, e.g. Kubernetes watch and API errors) carries `flow_run_id`, so log
+/// pipelines can index them. At ERROR level so that no level filter disables it.
+#[must_use]
+pub fn flow_run_span(flow_run_id: Uuid) -> tracing::Span {
+    tracing::error_span!("flow_run", flow_run_id = %flow_run_id)
 }
 
 /// Hands out [`FlowRunLogger`]s and ships what they log.
@@ -156,12 +67,7 @@ impl LogShipper {
     /// A logger for one flow run.
     #[must_use]
     pub fn logger(&self, flow_run_id: Uuid) -> FlowRunLogger {
-        FlowRunLogger {
-            flow_run_id,
-            logger_name: "prefect.flow_runs.worker",
-            sink: self.sink.clone(),
-            max_size: self.max_size,
-        }
+        FlowRunLogger::shipping_to(flow_run_id, self.sink.clone(), self.max_size)
     }
 }
 
@@ -207,21 +113,5 @@ async fn ship(
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn truncation_marks_and_respects_char_boundaries() {
-        let mut s = "é".repeat(20);
-        truncate(&mut s, 25);
-        assert!(s.ends_with("... [truncated]"));
-        assert!(s.len() <= 25);
-        let mut short = "ok".to_owned();
-        truncate(&mut short, 25);
-        assert_eq!(short, "ok");
     }
 }

@@ -1,5 +1,7 @@
-//! The `--with-healthcheck` web server (spec §2.8): `GET /health` answers 200 while the
-//! worker polls, 503 once it has not polled for 30 poll intervals.
+//! The worker's web server (spec §2.8): with `--with-healthcheck`, `GET /health` answers
+//! 200 while the worker polls, 503 once it has not polled for 30 poll intervals; with
+//! metrics on, `GET /metrics` serves them ([`crate::metrics`]). Every other path is a 404
+//! with FastAPI's body, as Python's server answers.
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -90,10 +92,27 @@ async fn not_found() -> Response {
 
 /// The health router (`GET /health`; other paths 404 with FastAPI's body, other methods 405).
 pub fn router(state: std::sync::Arc<HealthState>) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        .fallback(not_found)
-        .with_state(state)
+    router_with(Some(state), None)
+}
+
+/// The web server's routes: `/health` when `health` is given, `/metrics` when `metrics`
+/// is; every other path 404s with FastAPI's body.
+pub fn router_with(
+    health_state: Option<std::sync::Arc<HealthState>>,
+    metrics: Option<crate::metrics::Metrics>,
+) -> Router {
+    let mut app = Router::new();
+    if let Some(state) = health_state {
+        app = app.merge(
+            Router::new()
+                .route("/health", get(health))
+                .with_state(state),
+        );
+    }
+    if let Some(m) = metrics {
+        app = app.merge(crate::metrics::router(m));
+    }
+    app.fallback(not_found)
 }
 
 /// Binds `addr` and serves the health router until `shutdown` resolves. Returns the bound
@@ -103,18 +122,27 @@ pub async fn serve(
     state: std::sync::Arc<HealthState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    serve_router(addr, router(state), shutdown).await
+}
+
+/// Binds `addr` and serves `app` (see [`router_with`]) until `shutdown` resolves. Returns
+/// the bound address (useful with port 0) once listening.
+pub async fn serve_router(
+    addr: SocketAddr,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    let app = router(state);
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await
         {
-            tracing::error!(error = %e, "health server stopped");
+            tracing::error!(error = %e, "web server stopped");
         }
     });
-    tracing::info!(%bound, "health check server listening");
+    tracing::info!(%bound, "web server listening");
     Ok((bound, task))
 }
 
@@ -133,5 +161,53 @@ mod tests {
             s.check().1,
             "a maintenance back-off in progress counts as activity"
         );
+    }
+
+    #[tokio::test]
+    async fn routes_follow_the_switches() {
+        let metrics = crate::metrics::Metrics::new();
+        for (health_on, metrics_on, health_code, metrics_code) in [
+            (true, false, 200, 404),
+            (false, true, 404, 200),
+            (true, true, 200, 200),
+        ] {
+            let state =
+                std::sync::Arc::new(HealthState::new(Duration::from_secs(60), Box::new(|| None)));
+            let app = router_with(
+                health_on.then_some(state),
+                metrics_on.then(|| metrics.clone()),
+            );
+            let stop = tokio_util::sync::CancellationToken::new();
+            let s = stop.clone();
+            let (addr, task) = serve_router("127.0.0.1:0".parse().unwrap(), app, async move {
+                s.cancelled().await
+            })
+            .await
+            .unwrap();
+            let http = reqwest::Client::new();
+            let get = |path: &str| http.get(format!("http://{addr}{path}")).send();
+            assert_eq!(get("/health").await.unwrap().status(), health_code);
+            let m = get("/metrics").await.unwrap();
+            assert_eq!(m.status(), metrics_code);
+            if metrics_on {
+                assert!(
+                    m.headers()["content-type"]
+                        .to_str()
+                        .unwrap()
+                        .starts_with("text/plain; version=0.0.4")
+                );
+                assert!(
+                    m.text()
+                        .await
+                        .unwrap()
+                        .contains("process_cpu_seconds_total")
+                );
+            }
+            let other = get("/other").await.unwrap();
+            assert_eq!(other.status(), 404);
+            assert_eq!(other.text().await.unwrap(), r#"{"detail":"Not Found"}"#);
+            stop.cancel();
+            task.await.unwrap();
+        }
     }
 }

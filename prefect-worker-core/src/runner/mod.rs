@@ -9,30 +9,40 @@
 //!   cancellation loop ──► CANCELLING runs we launched ──► kill_infrastructure → Cancelled
 //!   reconcile loop ──► the pool's unfinished runs we do not track ──► adopt (restart),
 //!                      abandoned claims → Scheduled, orphaned cancellations → Cancelled
+//!   worker channel ──► snapshots → work pool cache; cleanup.message → kill_infrastructure
 //! ```
+//!
+//! While the worker channel ([`crate::channel`]) is healthy it carries the heartbeat and the
+//! work pool, and the sync loop makes no REST calls; otherwise the sync loop reads the pool
+//! and heartbeats over REST.
 //!
 //! Nothing the API does makes the runner exit: transient errors and outages back off and
 //! retry forever. Only a credential rejected at startup, or a pool the server refuses to
 //! create, stops it (there is nothing useful a worker can do then).
 
 mod cancel;
+mod channel;
 mod claim;
-mod context;
+mod cleanup;
 mod engine;
+mod events;
 pub mod exit_codes;
 pub mod final_state;
 pub mod flow_run_logs;
 pub mod health;
+mod heartbeat;
 mod options;
 mod poll;
 mod propose;
 mod reconcile;
+mod shared_reads;
 mod submit;
 mod sync;
 
+/// The contract types, re-exported where they used to live (`runner::RunContext` etc.).
+pub use crate::worker::{CLAIM_EXPIRED, FlowRunLogger, Level, RunContext};
 pub use claim::RESCHEDULED;
-pub use context::{CLAIM_EXPIRED, RunContext};
 pub use engine::{Runner, RunnerError};
-pub use flow_run_logs::{FlowRunLogger, Level, LogShipper};
+pub use flow_run_logs::LogShipper;
 pub use health::HealthState;
 pub use options::RunnerOptions;

@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::events::EventsOptions;
 use crate::job_config::{Environment, Versions};
+use crate::metrics::Metrics;
 use crate::settings::WorkerSettings;
 
 /// Options of a runner. Build with [`RunnerOptions::new`] and the `with_*` methods, or
@@ -17,7 +19,9 @@ pub struct RunnerOptions {
     pub work_queues: Vec<String>,
     /// The worker's name (`--name`), sent as `X-Prefect-Worker-Name` and in labels.
     pub worker_name: String,
-    /// The backend worker id, on Prefect Cloud only.
+    /// The backend worker id (Prefect Cloud only), if already known at start. The runner
+    /// learns it from Cloud otherwise (a `return_id` heartbeat or the channel's `ready`),
+    /// and the learned id replaces this one for requests and jobs.
     pub worker_id: Option<String>,
     /// Look-ahead for scheduled runs (`--prefetch-seconds`).
     pub prefetch_seconds: u64,
@@ -28,6 +32,13 @@ pub struct RunnerOptions {
     /// How often this worker's CANCELLING runs are looked up
     /// (`PREFECT_WORKER_CANCELLATION_POLL_SECONDS`).
     pub cancellation_poll_interval: Duration,
+    /// Run the cancellation loop at all (`PREFECT_WORKER_ENABLE_CANCELLATION`, on unless set
+    /// to false). Off: CANCELLING runs are left to the engine in the infrastructure and to
+    /// the server's cancelling-timeout cleanup delivery.
+    pub cancellation_enabled: bool,
+    /// Use the worker channel websocket when the server offers it
+    /// (`PREFECT_WORKER_CHANNEL_ENABLED`, on). Not used in `run_once` mode.
+    pub channel_enabled: bool,
     /// Most flow runs in flight at once, from claim until their infrastructure has finished
     /// (`--limit`). `None`: no limit.
     pub limit: Option<usize>,
@@ -62,6 +73,11 @@ pub struct RunnerOptions {
     pub log_batch_interval: Duration,
     /// Longest flow-run log message (`PREFECT_LOGGING_TO_API_MAX_LOG_SIZE`).
     pub max_log_size: usize,
+    /// Events (`/events/in`): on by default; see [`EventsOptions`].
+    pub events: EventsOptions,
+    /// Where the runner, its API client and its events record metrics. `None` (the
+    /// default): no metrics.
+    pub metrics: Option<Metrics>,
 }
 
 impl RunnerOptions {
@@ -87,6 +103,8 @@ impl RunnerOptions {
             query_interval: settings.query_interval,
             heartbeat_interval: settings.heartbeat_interval,
             cancellation_poll_interval: settings.cancellation_poll_interval,
+            cancellation_enabled: settings.enable_cancellation,
+            channel_enabled: settings.channel_enabled,
             limit: None,
             max_concurrent_submissions: 64,
             claim_timeout: Duration::from_secs(60),
@@ -100,6 +118,8 @@ impl RunnerOptions {
             logs_to_api: settings.logging_to_api_enabled,
             log_batch_interval: settings.logging_to_api_batch_interval,
             max_log_size: settings.logging_to_api_max_log_size,
+            events: settings.events.clone(),
+            metrics: None,
         }
     }
 
@@ -148,6 +168,36 @@ impl RunnerOptions {
     ) -> Self {
         self.claim_timeout = claim_timeout;
         self.reconcile_interval = reconcile_interval;
+        self
+    }
+
+    /// Turns the cancellation loop on or off.
+    #[must_use]
+    pub fn with_cancellation(mut self, enabled: bool) -> Self {
+        self.cancellation_enabled = enabled;
+        self
+    }
+
+    /// Turns the worker channel on or off.
+    #[must_use]
+    pub fn with_channel(mut self, enabled: bool) -> Self {
+        self.channel_enabled = enabled;
+        self
+    }
+
+    /// Sets the events options (e.g. `EventsOptions::default().with_enabled(false)`).
+    #[must_use]
+    pub fn with_events(mut self, events: EventsOptions) -> Self {
+        self.events = events;
+        self
+    }
+
+    /// Records metrics into `metrics`: the runner's flow runs, its API client's requests
+    /// and its events (see [`crate::metrics`]). Hand the same registry to the worker's
+    /// options for its own families.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: &Metrics) -> Self {
+        self.metrics = Some(metrics.clone());
         self
     }
 

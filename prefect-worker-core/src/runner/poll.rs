@@ -4,8 +4,10 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::engine::{Inner, Tracked};
+use super::shared_reads::PollDeployments;
 use crate::client::ClientError;
 use crate::worker::Worker;
 
@@ -41,6 +43,9 @@ impl<W: Worker> Inner<W> {
             Err(e) => return Err(e),
         };
         self.health.polled();
+        self.metrics.polled();
+        // The runs of this poll share one read per deployment.
+        let mut deployments = PollDeployments::default();
         for item in runs {
             let flow_run = item.flow_run;
             if self.lock_tracked().contains_key(&flow_run.id) {
@@ -76,11 +81,24 @@ impl<W: Worker> Inner<W> {
                 "Worker '{}' submitting flow run '{}'",
                 self.options.worker_name, flow_run.id
             ));
+            if let Some(worker_id) = self.worker_id() {
+                logger.info(format!(
+                    "Running on worker id: {worker_id}. See worker logs here: {}",
+                    self.worker_ui_url(&worker_id)
+                ));
+            }
+            let deployment = flow_run
+                .deployment_id
+                .map(|id| deployments.for_deployment(id));
             let me = self.clone();
-            self.runs.spawn(async move {
-                let _limit = limit_permit;
-                me.submit_and_run(flow_run, logger).await;
-            });
+            let span = super::flow_run_logs::flow_run_span(flow_run.id);
+            self.runs.spawn(
+                async move {
+                    let _limit = limit_permit;
+                    me.submit_and_run(flow_run, deployment, logger).await;
+                }
+                .instrument(span),
+            );
         }
         Ok(())
     }

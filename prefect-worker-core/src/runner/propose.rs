@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use crate::client::models::{FlowRun, OrchestrationResult, SetStateStatus, StateCreate, StateType};
 use crate::client::{ClientError, PrefectClient};
-use crate::runner::flow_run_logs::FlowRunLogger;
+use crate::worker::FlowRunLogger;
 
 /// Longest WAIT the worker honours in one step; the server asks again if it still wants to wait.
 const MAX_WAIT: Duration = Duration::from_secs(300);
@@ -36,7 +36,8 @@ pub(crate) async fn propose(
 /// What became of a Pending proposal.
 #[derive(Debug)]
 pub(crate) enum PendingOutcome {
-    /// Accepted: the worker owns the run now (with the id of its Pending state).
+    /// Accepted, as the state with this id. The worker owns the run unless another
+    /// worker's proposal was accepted at the same moment (see `Inner::verify_claim`).
     Accepted(Option<Uuid>),
     /// Someone else has it, or the server chose another state: do not submit.
     NotSubmitted,

@@ -30,6 +30,8 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use tracing::Instrument as _;
+
 use super::claim::rescheduled;
 use super::engine::{Inner, Tracked};
 use super::propose::{force_cancelled, propose, propose_crashed};
@@ -171,10 +173,13 @@ impl<W: Worker> Inner<W> {
             {
                 self.adopt_run(run, pid).await;
             }
-            (StateType::Cancelling, pid) if abandoned => {
-                if mine || !self.is_online(owner.as_deref(), online).await {
-                    self.cancel_orphan(run, pid).await;
-                }
+            // With the cancellation loop off, Job teardown is the server's cleanup delivery's.
+            (StateType::Cancelling, pid)
+                if abandoned
+                    && self.options.cancellation_enabled
+                    && (mine || !self.is_online(owner.as_deref(), online).await) =>
+            {
+                self.cancel_orphan(run, pid).await;
             }
             (StateType::Pending, None) if abandoned => {
                 if !mine && self.is_online(owner.as_deref(), online).await {
@@ -264,19 +269,23 @@ impl<W: Worker> Inner<W> {
         let (mut ctx, _started) = RunContext::new(logger.clone(), self.client.clone());
         ctx.started(pid.clone());
         let me = self.clone();
-        self.runs.spawn(async move {
-            let _limit = limit_permit;
-            let result = tokio::select! {
-                r = me.worker.resume(&run, &pid, configuration, ctx) => Some(r),
-                () = me.stop_runs.cancelled() => None,
-            };
-            if let Some(r) = result {
-                if matches!(&r, Ok(w) if w.status_code == 0) {
-                    me.settle_exit_zero(&run, &pid, &logger).await;
+        let span = super::flow_run_logs::flow_run_span(run.id);
+        self.runs.spawn(
+            async move {
+                let _limit = limit_permit;
+                let result = tokio::select! {
+                    r = me.worker.resume(&run, &pid, configuration, ctx) => Some(r),
+                    () = me.stop_runs.cancelled() => None,
+                };
+                if let Some(r) = result {
+                    if matches!(&r, Ok(w) if w.status_code == 0) {
+                        me.settle_exit_zero(&run, &pid, &logger).await;
+                    }
+                    me.finish(&run, &logger, r).await;
                 }
-                me.finish(&run, &logger, r).await;
             }
-        });
+            .instrument(span),
+        );
     }
 
     /// An adopted run whose infrastructure exited 0: its engine should have reported a final
@@ -371,7 +380,7 @@ impl<W: Worker> Inner<W> {
             },
         };
         let configuration = match self.configuration_for(&run, deployment.as_ref()).await {
-            Ok(c) => c,
+            Ok((c, _flow)) => c,
             Err(f) if f.transient => {
                 tracing::debug!(flow_run_id = %run.id, error = %f, "abandoned claim: configuration unreadable; next pass");
                 return;

@@ -3,19 +3,22 @@
 //! `infrastructure_pid` → outcome.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use super::claim::Claim;
-use super::context::CLAIM_EXPIRED;
+use super::claim::{Claim, SubmittingOutcome};
 use super::engine::Inner;
+use super::exit_codes;
 use super::propose::{PendingOutcome, force_cancelled, propose_crashed, propose_pending};
-use super::{RunContext, exit_codes};
+use super::shared_reads::SharedDeployment;
 use crate::client::ClientError;
-use crate::client::models::{Deployment, FlowRun, StateType};
+use crate::client::models::{Deployment, Flow, FlowRun, StateType};
+use crate::events::Event;
 use crate::job_config::{ConfigurationError, PrepareContext, resolve_for_flow_run};
-use crate::runner::flow_run_logs::FlowRunLogger;
-use crate::worker::{RunError, Worker, WorkerResult};
+use crate::metrics::runner::{CrashReason, RunOutcome};
+use crate::worker::CLAIM_EXPIRED;
+use crate::worker::{FlowRunLogger, RunContext, RunError, Worker, WorkerResult};
 
 /// Why a configuration could not be built: a crash message's `<Type>: <message>`.
 #[derive(Debug)]
@@ -24,6 +27,13 @@ pub(super) struct SubmitFailure {
     message: String,
     /// The API could not answer (outage, 5xx, bad reply): asking again later may work.
     pub(super) transient: bool,
+}
+
+impl SubmitFailure {
+    /// Something the configuration needs (the deployment) no longer exists.
+    pub(super) fn is_not_found(&self) -> bool {
+        self.type_name == "ObjectNotFound"
+    }
 }
 
 impl std::fmt::Display for SubmitFailure {
@@ -62,6 +72,10 @@ impl From<ConfigurationError> for SubmitFailure {
     }
 }
 
+/// What the steps before `run` hand over: the configuration, the submitted event, the
+/// claim, and when Submitting was accepted (if it was).
+type Prepared<C> = (C, Option<Event>, Claim, Option<Instant>);
+
 /// Decrements the in-progress submission count when the submission phase ends, however it ends.
 struct SubmittingGuard<'a>(Option<&'a tokio::sync::watch::Sender<usize>>);
 
@@ -81,12 +95,21 @@ impl Drop for SubmittingGuard<'_> {
 
 impl<W: Worker> Inner<W> {
     /// Everything that happens to one claimed flow run until this worker is done with it.
-    pub(super) async fn submit_and_run(self: Arc<Self>, flow_run: FlowRun, logger: FlowRunLogger) {
+    pub(super) async fn submit_and_run(
+        self: Arc<Self>,
+        flow_run: FlowRun,
+        deployment: Option<SharedDeployment>,
+        logger: FlowRunLogger,
+    ) {
         let mut submitting = SubmittingGuard(Some(&self.submitting));
         let Ok(_slot) = self.submissions.clone().acquire_owned().await else {
             return;
         };
-        let (configuration, claim) = match self.prepare_submission(&flow_run, &logger).await {
+        let claim_started = std::time::Instant::now();
+        let (configuration, submitted, claim, submitted_at) = match self
+            .prepare_submission(&flow_run, deployment.as_ref(), &logger)
+            .await
+        {
             Ok(Some(c)) => c,
             Ok(None) => {
                 self.untrack(flow_run.id);
@@ -98,6 +121,7 @@ impl<W: Worker> Inner<W> {
                     flow_run.name
                 ));
                 let message = format!("Failed to submit flow run to infrastructure: {failure}");
+                self.metrics.crashed(CrashReason::SubmissionFailed);
                 propose_crashed(&self.client, &flow_run, &message, &logger).await;
                 self.untrack(flow_run.id);
                 return;
@@ -116,7 +140,10 @@ impl<W: Worker> Inner<W> {
             return;
         }
 
-        let (ctx, started) = RunContext::new(logger.clone(), self.client.clone());
+        let (mut ctx, started) = RunContext::new(logger.clone(), self.client.clone());
+        if let Some(at) = submitted_at {
+            ctx.set_submitted_at(at);
+        }
         let ctx = ctx.with_claim_deadline(deadline);
         let run = self.worker.run(&flow_run, configuration.clone(), ctx);
         tokio::pin!(run);
@@ -132,11 +159,16 @@ impl<W: Worker> Inner<W> {
                         self.discard_late_infrastructure(&flow_run, &logger, &pid, &configuration).await;
                         return;
                     }
-                    self.on_started(&flow_run, &logger, pid).await;
+                    self.metrics.submitted(claim_started.elapsed());
+                    self.on_started(&flow_run, &logger, pid.clone()).await;
+                    self.emit_executed(submitted.as_ref(), &pid, 0);
                 }
                 None
             }
         };
+        if let Some(Ok(r)) = &early {
+            self.emit_executed(submitted.as_ref(), &r.identifier, r.status_code);
+        }
         drop(_slot);
         submitting.done();
         let result = match early {
@@ -153,17 +185,22 @@ impl<W: Worker> Inner<W> {
         }
     }
 
-    /// Steps before `run`. `Ok(None)`: the run is not ours to submit (already logged).
+    /// Steps before `run`: the configuration, the submitted event, and when Submitting was
+    /// accepted (if it was). `Ok(None)`: the run is not ours to submit (already logged).
     async fn prepare_submission(
         &self,
         flow_run: &FlowRun,
+        shared_deployment: Option<&SharedDeployment>,
         logger: &FlowRunLogger,
-    ) -> Result<Option<(W::Configuration, Claim)>, SubmitFailure> {
-        // 1. Deployment existence check.
+    ) -> Result<Option<Prepared<W::Configuration>>, SubmitFailure> {
+        // 1. Deployment existence check (one read per poll and deployment).
         let mut unreadable = None;
-        let deployment = match flow_run.deployment_id {
-            None => None,
-            Some(id) => match self.client.read_deployment(id).await {
+        let deployment = match (flow_run.deployment_id, shared_deployment) {
+            (None, _) => None,
+            (Some(id), shared) => match match shared {
+                Some(s) => s.get(&self.client).await,
+                None => self.client.read_deployment(id).await,
+            } {
                 Ok(d) => Some(d),
                 // An answer that is not a deployment will not become one on the next poll:
                 // claim the run and crash it with what was wrong, rather than retry forever.
@@ -219,16 +256,24 @@ impl<W: Worker> Inner<W> {
         }
         let sent_at = std::time::Instant::now();
         let mut claim = match propose_pending(&self.client, flow_run, logger).await {
-            PendingOutcome::Accepted(id) => Claim::new(sent_at, id),
+            PendingOutcome::Accepted(id) => {
+                self.metrics.claimed();
+                Claim::new(sent_at, id)
+            }
             PendingOutcome::NotSubmitted => return Ok(None),
         };
         if let Some(e) = unreadable {
             return Err(e.into());
         }
         // 3. Configuration.
-        let configuration = self
+        let (configuration, flow) = self
             .configuration_for(flow_run, deployment.as_ref())
             .await?;
+        if !self.verify_claim(flow_run, &claim, logger).await {
+            self.metrics.finished(RunOutcome::ClaimLost);
+            return Ok(None);
+        }
+        let submitted = self.emit_submitted(flow_run, deployment.as_ref(), &flow);
         // 4. Labels.
         let pool = self.work_pool();
         let mut labels = serde_json::Map::new();
@@ -251,10 +296,51 @@ impl<W: Worker> Inner<W> {
             .update_flow_run_labels(flow_run.id, &labels)
             .await?;
         // 5. Submitting, which also renews the claim for the create step (`claim.rs`).
-        if !self.propose_submitting(flow_run, logger, &mut claim).await {
-            return Ok(None);
+        let submitted_at = match self.propose_submitting(flow_run, logger, &mut claim).await {
+            SubmittingOutcome::Proceed { accepted_at } => accepted_at,
+            SubmittingOutcome::Stop => return Ok(None),
+        };
+        Ok(Some((configuration, submitted, claim, submitted_at)))
+    }
+
+    /// Whether the run is still in the Pending state this worker's claim created.
+    ///
+    /// The server checks a Pending proposal against the run's state without locking it,
+    /// so two workers proposing at the same moment can both be accepted (seen in the
+    /// two-runner test: both went on, and the slower one ran the run a second time after
+    /// the other had completed it). Right before labelling the run and proposing
+    /// Submitting, the run's current state must still be the one our proposal created:
+    /// of two accepted claims only the later-written one passes, and a run that has moved
+    /// on (Submitting, Running, Completed) is someone else's. A failed read does not stop
+    /// the submission (the Submitting proposal still catches a second claimant).
+    async fn verify_claim(
+        &self,
+        flow_run: &FlowRun,
+        claim: &Claim,
+        logger: &FlowRunLogger,
+    ) -> bool {
+        let Some(pending) = claim.pending_state() else {
+            return true;
+        };
+        match self.client.read_flow_run(flow_run.id).await {
+            Ok(current) => {
+                let state = current.state.as_ref();
+                if state.and_then(|s| s.id) == Some(pending) {
+                    return true;
+                }
+                logger.info(format!(
+                    "Aborted submission of flow run '{}': another worker claimed it at the same time (its state is now {})",
+                    flow_run.id,
+                    state.map_or_else(|| "none".to_owned(), crate::client::models::State::display_name)
+                ));
+                false
+            }
+            Err(ClientError::NotFound(_)) => false,
+            Err(e) => {
+                tracing::debug!(flow_run_id = %flow_run.id, error = %e, "cannot re-read the flow run to confirm the claim");
+                true
+            }
         }
-        Ok(Some((configuration, claim)))
     }
 
     /// Reads what the configuration needs (flow, deployment) and builds it.
@@ -266,7 +352,7 @@ impl<W: Worker> Inner<W> {
             Some(id) => Some(self.client.read_deployment(id).await?),
             None => None,
         };
-        let c = self
+        let (c, _) = self
             .configuration_for(flow_run, deployment.as_ref())
             .await?;
         Ok((c, deployment))
@@ -276,8 +362,8 @@ impl<W: Worker> Inner<W> {
         &self,
         flow_run: &FlowRun,
         deployment: Option<&Deployment>,
-    ) -> Result<W::Configuration, SubmitFailure> {
-        let flow = self.client.read_flow(flow_run.flow_id).await?;
+    ) -> Result<(W::Configuration, Arc<Flow>), SubmitFailure> {
+        let flow = self.flows.get(&self.client, flow_run.flow_id).await?;
         let Some(pool) = self.work_pool() else {
             return Err(SubmitFailure {
                 type_name: "RuntimeError",
@@ -293,17 +379,20 @@ impl<W: Worker> Inner<W> {
         } else {
             pool.base_job_template.clone()
         };
+        // The id Prefect Cloud gave this worker so far (PREFECT__WORKER_ID in the job).
+        let worker_id = self.worker_id();
         let ctx = PrepareContext {
             flow_run,
             deployment,
-            flow: Some(&flow),
+            flow: Some(flow.as_ref()),
             work_pool: &pool,
             worker_name: &self.options.worker_name,
-            worker_id: self.options.worker_id.as_deref(),
+            worker_id: worker_id.as_deref(),
             environment: &self.options.environment,
             versions: &self.options.versions,
         };
-        Ok(resolve_for_flow_run::<W::Configuration>(&template, &ctx, &self.client).await?)
+        let c = resolve_for_flow_run::<W::Configuration>(&template, &ctx, &self.client).await?;
+        Ok((c, flow))
     }
 
     async fn on_started(&self, flow_run: &FlowRun, logger: &FlowRunLogger, pid: String) {
@@ -343,6 +432,7 @@ impl<W: Worker> Inner<W> {
             });
         if cancelling {
             // The cancellation loop stopped this infrastructure and reports Cancelled itself.
+            self.metrics.finished(RunOutcome::Cancelled);
             self.untrack(flow_run.id);
             return;
         }
@@ -360,11 +450,13 @@ impl<W: Worker> Inner<W> {
                             ))
                     {
                         tracing::info!(flow_run_id = %flow_run.id, state = %t, "infrastructure ended; the flow run is already {t}");
+                        self.metrics.finished(RunOutcome::Failed);
                         self.untrack(flow_run.id);
                         return;
                     }
                 }
                 Err(ClientError::NotFound(_)) => {
+                    self.metrics.finished(RunOutcome::Deleted);
                     self.untrack(flow_run.id);
                     return;
                 }
@@ -375,9 +467,15 @@ impl<W: Worker> Inner<W> {
         }
         match result {
             Ok(r) if r.status_code == 0 => {
+                self.metrics.finished(RunOutcome::Completed);
                 tracing::info!(flow_run_id = %flow_run.id, identifier = %r.identifier, "infrastructure finished");
             }
             Ok(r) => {
+                self.metrics.crashed(if r.status_code == -1 {
+                    CrashReason::NoExitCode
+                } else {
+                    CrashReason::ExitCode
+                });
                 let message = exit_codes::crashed_message(r.status_code, r.detail.as_deref());
                 propose_crashed(&self.client, flow_run, &message, logger).await;
                 if r.status_code != -1 {
@@ -389,6 +487,7 @@ impl<W: Worker> Inner<W> {
                     .await;
             }
             Err(e) if !started => {
+                self.metrics.crashed(CrashReason::SubmissionFailed);
                 logger.error(format!(
                     "Failed to submit flow run '{}' to infrastructure.",
                     flow_run.name
@@ -400,6 +499,7 @@ impl<W: Worker> Inner<W> {
                 propose_crashed(&self.client, flow_run, &message, logger).await;
             }
             Err(e) => {
+                self.metrics.crashed(CrashReason::InfrastructureError);
                 let message = format!(
                     "Flow run infrastructure failed: {}: {}",
                     e.type_name, e.message

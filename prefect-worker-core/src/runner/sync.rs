@@ -1,40 +1,36 @@
-//! Keeping the work pool in sync and heartbeating (spec §2.2 B–C, REST path), and adopting
-//! infrastructure left running by an earlier worker process.
+//! Keeping the work pool in sync and heartbeating over REST (spec §2.2 B–C) while the
+//! worker channel is not healthy, and adopting infrastructure left running by an earlier
+//! worker process.
 
 use std::sync::Arc;
-
-use tokio_util::sync::CancellationToken;
+use std::sync::atomic::Ordering;
 
 use super::engine::Inner;
 use crate::client::ClientError;
-use crate::client::models::WorkPoolCreate;
+use crate::client::models::{WorkPool, WorkPoolCreate};
 use crate::worker::Worker;
+use tokio_util::sync::CancellationToken;
 
 impl<W: Worker> Inner<W> {
-    /// One sync: read (or create) the pool, give an empty pool the default template, cache
-    /// it, heartbeat.
+    /// One sync: nothing while the worker channel is healthy (it heartbeats and pushes the
+    /// pool); otherwise read (or create) the pool, give an empty pool the default template,
+    /// cache it, heartbeat.
     pub(super) async fn sync(&self) -> Result<(), ClientError> {
+        if self.channel_healthy() {
+            tracing::debug!("worker channel healthy; no REST heartbeat or work-pool read");
+            return Ok(());
+        }
         if self.sync_pool().await? {
             self.heartbeat().await?;
         }
         Ok(())
     }
 
-    /// `POST /work_pools/{pool}/workers/heartbeat`.
-    pub(super) async fn heartbeat(&self) -> Result<(), ClientError> {
-        let heartbeat_secs = self.options.heartbeat_interval.as_secs().max(1);
-        self.client
-            .send_worker_heartbeat(
-                &self.options.work_pool_name,
-                &self.options.worker_name,
-                heartbeat_secs,
-            )
-            .await
-    }
-
     /// Reads (or creates) the pool and caches it. `Ok(false)`: the pool does not exist and
-    /// may not be created, so there is nothing to heartbeat for.
+    /// may not be created, so there is nothing to heartbeat for. A channel snapshot that
+    /// lands while the read is in flight wins over it.
     pub(super) async fn sync_pool(&self) -> Result<bool, ClientError> {
+        let generation = self.sync_state.pool_generation.load(Ordering::SeqCst);
         let name = &self.options.work_pool_name;
         let pool = match self.client.read_work_pool(name).await {
             Ok(p) => p,
@@ -60,7 +56,32 @@ impl<W: Worker> Inner<W> {
             }
             Err(e) => return Err(e),
         };
-        let mut pool = pool;
+        self.install_pool_read_at(pool, generation).await
+    }
+
+    /// Caches `pool` as the runner's pool, after giving an empty pool the worker's default
+    /// template and warning about a type mismatch. Always `Ok(true)` unless the PATCH fails.
+    pub(super) async fn install_pool(&self, pool: WorkPool) -> Result<bool, ClientError> {
+        let generation = self.sync_state.pool_generation.load(Ordering::SeqCst);
+        self.install_pool_read_at(pool, generation).await
+    }
+
+    /// [`Self::install_pool`] for a pool read when the snapshot generation was `generation`:
+    /// a channel snapshot applied since then is newer and is kept.
+    async fn install_pool_read_at(
+        &self,
+        mut pool: WorkPool,
+        generation: u64,
+    ) -> Result<bool, ClientError> {
+        let overtaken = || {
+            self.channel_healthy()
+                && self.sync_state.pool_generation.load(Ordering::SeqCst) != generation
+        };
+        if overtaken() {
+            tracing::debug!("a channel snapshot arrived during the REST work-pool read; kept it");
+            return Ok(true);
+        }
+        let name = &self.options.work_pool_name;
         if pool.base_job_template.is_empty() {
             let template = self.worker.default_base_job_template();
             self.client
@@ -70,6 +91,16 @@ impl<W: Worker> Inner<W> {
                 pool.base_job_template = map;
             }
         }
+        if overtaken() {
+            return Ok(true);
+        }
+        self.store_work_pool(pool);
+        Ok(true)
+    }
+
+    /// Caches `pool` (from REST or a channel snapshot), warning when its type is not this
+    /// worker's.
+    pub(super) fn store_work_pool(&self, pool: WorkPool) {
         if pool.pool_type != self.worker.worker_type() {
             tracing::warn!(
                 expected = self.worker.worker_type(),
@@ -82,7 +113,6 @@ impl<W: Worker> Inner<W> {
         if let Ok(mut slot) = self.work_pool.write() {
             *slot = Some(pool);
         }
-        Ok(true)
     }
 
     /// Syncs every heartbeat interval until `stop`; errors back off and retry forever.

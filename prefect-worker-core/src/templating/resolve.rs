@@ -8,20 +8,33 @@ use std::pin::Pin;
 
 use serde_json::{Map, Value};
 
+use super::lookups::{LookupError, TemplateLookups};
 use super::path::get_from_dict;
 use super::placeholder::{
     BLOCK_DOCUMENT_PREFIX, Placeholder, PlaceholderType, VARIABLE_PREFIX, find_placeholders,
 };
 use super::pyrepr::{py_repr, py_str};
-use crate::job_config::{ConfigurationError, TemplateLookups};
 
 type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why a block-document or variable placeholder could not be resolved. Job configuration
+/// turns it into its own error (`job_config::ConfigurationError`).
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// A value the template needs could not be produced (a block path that does not
+    /// exist, a dict placed inside a string...). The message names it.
+    #[error("{0}")]
+    Value(String),
+    /// Reading a block document or variable failed.
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
+}
 
 /// Python `resolve_block_document_references`.
 pub async fn resolve_block_document_references(
     template: Value,
     lookups: &dyn TemplateLookups,
-) -> Result<Value, ConfigurationError> {
+) -> Result<Value, ResolveError> {
     let mut cache = BlockCache::default();
     resolve_blocks(template, lookups, &mut cache).await
 }
@@ -36,7 +49,7 @@ fn resolve_blocks<'a>(
     tmpl: Value,
     lookups: &'a dyn TemplateLookups,
     cache: &'a mut BlockCache,
-) -> Boxed<'a, Result<Value, ConfigurationError>> {
+) -> Boxed<'a, Result<Value, ResolveError>> {
     Box::pin(async move {
         match tmpl {
             Value::Object(map) => {
@@ -81,7 +94,7 @@ async fn resolve_block_string(
     s: String,
     lookups: &dyn TemplateLookups,
     cache: &mut BlockCache,
-) -> Result<Value, ConfigurationError> {
+) -> Result<Value, ResolveError> {
     let placeholders = find_placeholders(&s);
     if !placeholders
         .iter()
@@ -102,7 +115,7 @@ async fn resolve_block_string(
         let value = resolve_single_block(p, &s, lookups, cache).await?;
         if matches!(value, Value::Object(_) | Value::Array(_)) {
             let kind = if value.is_object() { "dict" } else { "list" };
-            return Err(ConfigurationError::Value(format!(
+            return Err(ResolveError::Value(format!(
                 "Invalid template: {}. Block placeholder {} resolved to a {kind}, which cannot be \
                  used for inline string substitution. Resolve a scalar attribute instead (e.g., \
                  '.value' or '.url').",
@@ -121,11 +134,11 @@ async fn resolve_single_block(
     tmpl: &str,
     lookups: &dyn TemplateLookups,
     cache: &mut BlockCache,
-) -> Result<Value, ConfigurationError> {
+) -> Result<Value, ResolveError> {
     let rest = p.name.replace(BLOCK_DOCUMENT_PREFIX, "");
     let mut parts = rest.splitn(3, '.');
     let (Some(slug), Some(name)) = (parts.next(), parts.next()) else {
-        return Err(ConfigurationError::Value(format!(
+        return Err(ResolveError::Value(format!(
             "Invalid block placeholder format: '{}'. Expected format: \
              prefect.blocks.<block-type-slug>.<block-document-name>",
             p.name
@@ -156,7 +169,7 @@ async fn resolve_single_block(
     match keypath {
         None => Ok(data),
         Some(k) => get_from_dict(&data, k).map(std::borrow::Cow::into_owned).ok_or_else(|| {
-            ConfigurationError::Value(format!(
+            ResolveError::Value(format!(
                 "Invalid template: {}. Could not resolve the keypath in the block document data.",
                 py_repr(&Value::String(tmpl.to_owned()))
             ))
@@ -169,7 +182,7 @@ async fn resolve_single_block(
 pub async fn resolve_variables(
     template: Value,
     lookups: &dyn TemplateLookups,
-) -> Result<Value, ConfigurationError> {
+) -> Result<Value, ResolveError> {
     let mut cache: HashMap<String, Option<Value>> = HashMap::new();
     resolve_vars(template, lookups, &mut cache).await
 }
@@ -178,7 +191,7 @@ fn resolve_vars<'a>(
     tmpl: Value,
     lookups: &'a dyn TemplateLookups,
     cache: &'a mut HashMap<String, Option<Value>>,
-) -> Boxed<'a, Result<Value, ConfigurationError>> {
+) -> Boxed<'a, Result<Value, ResolveError>> {
     Box::pin(async move {
         match tmpl {
             Value::String(s) => {
@@ -234,7 +247,7 @@ async fn read_variable(
     placeholder_name: &str,
     lookups: &dyn TemplateLookups,
     cache: &mut HashMap<String, Option<Value>>,
-) -> Result<Option<Value>, ConfigurationError> {
+) -> Result<Option<Value>, ResolveError> {
     // Python removes the prefix wherever it occurs in the name.
     let name = placeholder_name.replace(VARIABLE_PREFIX, "");
     if let Some(hit) = cache.get(&name) {
@@ -248,7 +261,7 @@ async fn read_variable(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job_config::MemoryLookups;
+    use crate::templating::MemoryLookups;
     use serde_json::json;
 
     fn lookups() -> MemoryLookups {
@@ -273,11 +286,11 @@ mod tests {
         l
     }
 
-    fn vars(t: Value) -> Result<Value, ConfigurationError> {
+    fn vars(t: Value) -> Result<Value, ResolveError> {
         futures::executor::block_on(resolve_variables(t, &lookups()))
     }
 
-    fn blocks(t: Value) -> Result<Value, ConfigurationError> {
+    fn blocks(t: Value) -> Result<Value, ResolveError> {
         futures::executor::block_on(resolve_block_document_references(t, &lookups()))
     }
 
@@ -325,9 +338,7 @@ mod tests {
         assert!(blocks(json!("{{ prefect.blocks.only }}")).is_err());
         assert!(matches!(
             blocks(json!({"$ref": {"block_document_id": "gone"}})),
-            Err(ConfigurationError::Lookup(
-                crate::job_config::LookupError::NotFound(_)
-            ))
+            Err(ResolveError::Lookup(LookupError::NotFound(_)))
         ));
     }
 }

@@ -1,7 +1,8 @@
 //! A scripted HTTP stub of the Prefect API for client tests: it records every request and
 //! answers each `METHOD path` from a queue of replies (the last reply repeats). Unscripted
 //! routes get FastAPI's 404; `GET /api/csrf-token` defaults to the 422 of a server without
-//! CSRF protection, as a default Prefect server answers.
+//! CSRF protection, as a default Prefect server answers. [`Stub::compress`] makes it
+//! compress its replies, as a server behind a compressing proxy or middleware does.
 
 // Each test binary uses a different subset of the helpers; panicking on a broken stub is
 // the right failure in test code; helpers take values by value to keep test call sites short.
@@ -18,11 +19,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures::future::BoxFuture;
+use hyper_util::rt::TokioIo;
 use prefect_worker_core::client::{ClientOptions, PrefectClient};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+
+/// A websocket accepted by the stub.
+pub type StubSocket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+/// What the stub does with an accepted websocket (one call per connection).
+pub type SocketHandler = Arc<dyn Fn(StubSocket) -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// One request the stub received.
 #[derive(Debug, Clone)]
@@ -83,6 +94,28 @@ impl Reply {
 struct Inner {
     script: HashMap<String, Vec<Reply>>,
     recorded: Vec<Recorded>,
+    /// Compress replies with this encoding (`gzip` or `deflate`) when the request accepts it.
+    compress: Option<&'static str>,
+    sockets: HashMap<String, SocketHandler>,
+}
+
+/// `body` compressed with `encoding` (`deflate` is zlib, as HTTP defines it).
+fn compressed(encoding: &str, body: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let level = flate2::Compression::default();
+    match encoding {
+        "gzip" => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), level);
+            e.write_all(body).unwrap();
+            e.finish().unwrap()
+        }
+        "deflate" => {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), level);
+            e.write_all(body).unwrap();
+            e.finish().unwrap()
+        }
+        other => panic!("the stub cannot compress with {other}"),
+    }
 }
 
 /// The running stub.
@@ -138,6 +171,12 @@ impl Stub {
         PrefectClient::new(self.options()).unwrap()
     }
 
+    /// From now on, compresses every reply with `encoding` (`"gzip"` or `"deflate"`) when
+    /// the request's `Accept-Encoding` lists it, and says so in `Content-Encoding`.
+    pub fn compress(&self, encoding: &'static str) {
+        self.inner.lock().unwrap().compress = Some(encoding);
+    }
+
     /// Scripts `METHOD /api/path`: replies in order, the last one repeating.
     pub fn on(&self, method: &str, path: &str, replies: Vec<Reply>) {
         self.inner
@@ -145,6 +184,17 @@ impl Stub {
             .unwrap()
             .script
             .insert(format!("{method} {path}"), replies);
+    }
+
+    /// Accepts websocket upgrades on `path` (answering the `prefect` subprotocol when asked)
+    /// and hands each connection to `handler`. Without this, an upgrade gets the route's
+    /// scripted reply (FastAPI's 404 by default), as an old server answers.
+    pub fn on_websocket(&self, path: &str, handler: SocketHandler) {
+        self.inner
+            .lock()
+            .unwrap()
+            .sockets
+            .insert(path.to_owned(), handler);
     }
 
     /// Every request received so far.
@@ -161,17 +211,80 @@ impl Stub {
     }
 }
 
-async fn handle(
-    State(inner): State<Arc<Mutex<Inner>>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+/// Answers an upgrade with 101 and runs `handler` on the socket.
+fn accept_websocket(mut req: Request, handler: SocketHandler) -> Response {
+    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let wants_prefect = req
+        .headers()
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|p| p.trim() == "prefect"));
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        if let Ok(upgraded) = on_upgrade.await {
+            let socket =
+                WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+            handler(socket).await;
+        }
+    });
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&derive_accept_key(key.as_bytes())).unwrap(),
+    );
+    if wants_prefect {
+        h.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("prefect"),
+        );
+    }
+    resp
+}
+
+async fn handle(State(inner): State<Arc<Mutex<Inner>>>, req: Request) -> Response {
+    let method = req.method().clone();
+    let uri = req.uri().clone();
+    let headers: HeaderMap = req.headers().clone();
     let path = uri.path().to_owned();
     let key = format!("{method} {path}");
-    let reply = {
+    let accepted = headers
+        .get("accept-encoding")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .split(',')
+        .map(|e| e.trim().to_owned())
+        .collect::<Vec<_>>();
+    let is_upgrade = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let socket = if is_upgrade {
+        inner.lock().unwrap().sockets.get(&path).cloned()
+    } else {
+        None
+    };
+    if let Some(handler) = socket {
+        inner.lock().unwrap().recorded.push(Recorded {
+            method: method.to_string(),
+            path: path.clone(),
+            query: uri.query().map(str::to_owned),
+            headers,
+            body: Bytes::new(),
+        });
+        return accept_websocket(req, handler);
+    }
+    let body = axum::body::to_bytes(req.into_body(), 64 * 1024 * 1024)
+        .await
+        .unwrap_or_default();
+    let (reply, compress) = {
         let mut st = inner.lock().unwrap();
+        let compress = st.compress.filter(|e| accepted.iter().any(|a| a == e));
         st.recorded.push(Recorded {
             method: method.to_string(),
             path: path.clone(),
@@ -179,11 +292,12 @@ async fn handle(
             headers,
             body,
         });
-        match st.script.get_mut(&key) {
+        let reply = match st.script.get_mut(&key) {
             Some(q) if q.len() > 1 => Some(q.remove(0)),
             Some(q) => q.first().cloned(),
             None => None,
-        }
+        };
+        (reply, compress)
     };
     let reply = reply.unwrap_or_else(|| {
         if key == "GET /api/csrf-token" {
@@ -195,7 +309,17 @@ async fn handle(
             Reply::json(404, serde_json::json!({"detail": "Not Found"}))
         }
     });
-    let mut resp = (StatusCode::from_u16(reply.status).unwrap(), reply.body).into_response();
+    let body = match compress {
+        Some(encoding) if !reply.body.is_empty() => compressed(encoding, reply.body.as_bytes()),
+        _ => reply.body.into_bytes(),
+    };
+    let mut resp = (StatusCode::from_u16(reply.status).unwrap(), body).into_response();
+    if let Some(encoding) = compress {
+        resp.headers_mut().insert(
+            "content-encoding",
+            axum::http::HeaderValue::from_static(encoding),
+        );
+    }
     for (k, v) in reply.headers {
         resp.headers_mut().insert(
             axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),

@@ -1,14 +1,16 @@
 //! The Job manifest check prefect-kubernetes runs when a configuration is built: a
-//! JSON-patch diff (python-jsonpatch 1.x `JsonPatch.from_diff`) from the manifest to the
-//! minimal Job it must contain. "add" operations are missing attributes, "replace"
-//! operations incompatible values; removals (extra keys and items) are fine.
+//! JSON-patch diff ([`super::json_diff`], jsonpatch 1.48 `JsonPatch.from_diff`) from the
+//! manifest to the minimal Job it must contain. "add" operations are missing attributes,
+//! "replace" operations incompatible values; removals (extra keys and items) are fine.
 //!
-//! The diff is reproduced with jsonpatch's pairing of equal removed/added values into
-//! moves, which is why a container exactly `{"name": "prefect-job"}` anywhere in the
-//! list can satisfy the check.
+//! Because jsonpatch matches list items up rather than comparing them by position, the
+//! containers pass when the first one is named `prefect-job` (extra fields are removals),
+//! or when any one of them is exactly `{"name": "prefect-job"}` (everything else is then
+//! removed around it) — which is how a sidecar can come before the flow-run container.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
+use super::json_diff::{OpKind, diff};
 use prefect_worker_core::templating::py_repr;
 
 /// The minimal Job every manifest must contain.
@@ -29,11 +31,10 @@ pub fn base_job_manifest() -> Value {
 
 /// Checks `manifest` against [`base_job_manifest`]; the error text is prefect-kubernetes'.
 pub fn check_job_manifest(manifest: &Value) -> Result<(), String> {
-    let mut diff = Diff::default();
-    diff.compare_values("", None, manifest, &base_job_manifest());
-    let live = || diff.ops.iter().filter(|o| o.alive);
-    let mut missing: Vec<&str> = live()
-        .filter(|o| o.kind == Kind::Add)
+    let ops = diff(manifest, &base_job_manifest());
+    let mut missing: Vec<&str> = ops
+        .iter()
+        .filter(|o| o.op == OpKind::Add)
         .map(|o| o.path.as_str())
         .collect();
     missing.sort_unstable();
@@ -43,8 +44,9 @@ pub fn check_job_manifest(manifest: &Value) -> Result<(), String> {
             missing.join(", ")
         ));
     }
-    let mut incompatible: Vec<String> = live()
-        .filter(|o| o.kind == Kind::Replace)
+    let mut incompatible: Vec<String> = ops
+        .iter()
+        .filter(|o| o.op == OpKind::Replace)
         .map(|o| {
             format!(
                 "{} must have value {}",
@@ -61,171 +63,6 @@ pub fn check_job_manifest(manifest: &Value) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Add,
-    Remove,
-    Replace,
-    Move,
-}
-
-#[derive(Debug)]
-struct Op {
-    kind: Kind,
-    path: String,
-    value: Option<Value>,
-    alive: bool,
-}
-
-#[derive(Debug, Default)]
-struct Diff {
-    ops: Vec<Op>,
-    /// Added values not yet paired with a removal: (value, op index).
-    added: Vec<(Value, usize)>,
-    /// Removed values not yet paired with an addition.
-    removed: Vec<(Value, usize)>,
-}
-
-/// RFC 6901 escaping of one path segment.
-fn join(path: &str, key: &str) -> String {
-    format!("{path}/{}", key.replace('~', "~0").replace('/', "~1"))
-}
-
-/// Python `==` between JSON values (1 == 1.0 == True, nested too).
-fn py_eq(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| py_eq(p, q))
-        }
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| py_eq(v, w)))
-        }
-        _ => match (num(a), num(b)) {
-            (Some(p), Some(q)) => p == q,
-            _ => a == b,
-        },
-    }
-}
-
-fn num(v: &Value) -> Option<f64> {
-    match v {
-        Value::Bool(b) => Some(f64::from(u8::from(*b))),
-        Value::Number(n) => n.as_f64(),
-        _ => None,
-    }
-}
-
-/// jsonpatch keys its value index by `(value, type(value))`.
-fn same_type(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => x.is_f64() == y.is_f64(),
-        _ => std::mem::discriminant(a) == std::mem::discriminant(b),
-    }
-}
-
-fn take(store: &mut Vec<(Value, usize)>, value: &Value) -> Option<usize> {
-    let pos = store
-        .iter()
-        .rposition(|(v, _)| same_type(v, value) && py_eq(v, value))?;
-    Some(store.remove(pos).1)
-}
-
-impl Diff {
-    fn push(&mut self, kind: Kind, path: String, value: Option<Value>) -> usize {
-        self.ops.push(Op {
-            kind,
-            path,
-            value,
-            alive: true,
-        });
-        self.ops.len() - 1
-    }
-
-    fn item_added(&mut self, path: &str, key: &str, item: &Value) {
-        let location = join(path, key);
-        if let Some(idx) = take(&mut self.removed, item) {
-            self.ops[idx].alive = false;
-            if self.ops[idx].path != location {
-                self.push(Kind::Move, location, None);
-            }
-        } else {
-            let idx = self.push(Kind::Add, location, Some(item.clone()));
-            self.added.push((item.clone(), idx));
-        }
-    }
-
-    fn item_removed(&mut self, path: &str, key: &str, item: &Value) {
-        let location = join(path, key);
-        let new = self.push(Kind::Remove, location.clone(), None);
-        if let Some(idx) = take(&mut self.added, item) {
-            self.ops[idx].alive = false;
-            if self.ops[idx].path != location {
-                self.ops[new].kind = Kind::Move;
-            } else {
-                self.ops[new].alive = false;
-            }
-        } else {
-            self.removed.push((item.clone(), new));
-        }
-    }
-
-    fn compare_dicts(&mut self, path: &str, src: &Map<String, Value>, dst: &Map<String, Value>) {
-        for (k, v) in src.iter().filter(|(k, _)| !dst.contains_key(*k)) {
-            self.item_removed(path, k, v);
-        }
-        for (k, v) in dst.iter().filter(|(k, _)| !src.contains_key(*k)) {
-            self.item_added(path, k, v);
-        }
-        for (k, s) in src {
-            if let Some(d) = dst.get(k) {
-                self.compare_values(path, Some(k), s, d);
-            }
-        }
-    }
-
-    fn compare_lists(&mut self, path: &str, src: &[Value], dst: &[Value]) {
-        let (ls, ld) = (src.len(), dst.len());
-        for key in 0..ls.max(ld) {
-            if key < ls.min(ld) {
-                let (old, new) = (&src[key], &dst[key]);
-                if py_eq(old, new) {
-                    continue;
-                }
-                match (old, new) {
-                    (Value::Object(o), Value::Object(n)) => {
-                        self.compare_dicts(&join(path, &key.to_string()), o, n)
-                    }
-                    (Value::Array(o), Value::Array(n)) => {
-                        self.compare_lists(&join(path, &key.to_string()), o, n)
-                    }
-                    _ => {
-                        self.item_removed(path, &key.to_string(), old);
-                        self.item_added(path, &key.to_string(), new);
-                    }
-                }
-            } else if ls > ld {
-                self.item_removed(path, &ld.to_string(), &src[key]);
-            } else {
-                self.item_added(path, &key.to_string(), &dst[key]);
-            }
-        }
-    }
-
-    /// Compares the values at `path/key` (the whole documents when `key` is `None`).
-    fn compare_values(&mut self, path: &str, key: Option<&str>, src: &Value, dst: &Value) {
-        let here = key.map_or_else(|| path.to_owned(), |k| join(path, k));
-        match (src, dst) {
-            (Value::Object(s), Value::Object(d)) => self.compare_dicts(&here, s, d),
-            (Value::Array(s), Value::Array(d)) => self.compare_lists(&here, s, d),
-            // jsonpatch compares JSON texts, so 1, 1.0 and true all differ.
-            _ if serde_json::to_string(src).ok() == serde_json::to_string(dst).ok() => {}
-            _ => {
-                self.push(Kind::Replace, here, Some(dst.clone()));
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -276,10 +113,39 @@ mod tests {
         );
     }
 
-    #[test]
-    fn exact_prefect_job_container_elsewhere_is_paired_into_a_move() {
+    fn with_containers(containers: Value) -> Value {
         let mut v = valid();
-        v["spec"]["template"]["spec"]["containers"] = json!(["sidecar", {"name": "prefect-job"}]);
-        assert_eq!(check(v), Ok(()));
+        v["spec"]["template"]["spec"]["containers"] = containers;
+        v
+    }
+
+    #[test]
+    fn sidecars_before_after_and_around_the_main_container() {
+        let main = json!({"name": "prefect-job", "image": "repo/flow:1"});
+        let bare = json!({"name": "prefect-job"});
+        let sidecar = json!({"name": "sidecar", "image": "envoy:1"});
+        // After: the first container is the main one.
+        assert_eq!(check(with_containers(json!([main, sidecar]))), Ok(()));
+        // Before and around: only when the main container is exactly {"name": "prefect-job"}
+        // can jsonpatch match it up; otherwise it compares the first container by position.
+        assert_eq!(check(with_containers(json!([sidecar, bare]))), Ok(()));
+        assert_eq!(
+            check(with_containers(json!([sidecar, bare, sidecar]))),
+            Ok(())
+        );
+        let rejected = Err("Job has incompatible values for the following attributes: \
+             /spec/template/spec/containers/0/name must have value 'prefect-job'"
+            .to_owned());
+        assert_eq!(check(with_containers(json!([sidecar, main]))), rejected);
+        assert_eq!(
+            check(with_containers(json!([sidecar, main, sidecar]))),
+            rejected
+        );
+        assert_eq!(
+            check(with_containers(json!(["sidecar"]))),
+            Err("Job has incompatible values for the following attributes: \
+                 /spec/template/spec/containers/0 must have value {'name': 'prefect-job'}"
+                .to_owned())
+        );
     }
 }

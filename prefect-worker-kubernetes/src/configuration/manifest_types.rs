@@ -120,15 +120,15 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn manifest(container: Value) -> Value {
+    fn manifest(container: &Value) -> Value {
         json!({"metadata": {"generateName": "x-"}, "spec": {"ttlSecondsAfterFinished": null,
-            "template": {"spec": {"containers": [container]}}}})
+            "template": {"spec": {"containers": [container.clone()]}}}})
     }
 
     #[test]
     fn wrong_types_name_the_field_and_the_variable() {
-        let e =
-            check_field_types(&manifest(json!({"name": "prefect-job", "image": 123}))).unwrap_err();
+        let e = check_field_types(&manifest(&json!({"name": "prefect-job", "image": 123})))
+            .unwrap_err();
         assert_eq!(
             e,
             "job_manifest.spec.template.spec.containers[0].image: expected a string, got the number 123; set the `image` job variable to an image reference such as \"prefecthq/prefect:3-python3.11\""
@@ -136,7 +136,7 @@ mod tests {
         let e = check_field_types(&json!({"spec": {"ttlSecondsAfterFinished": "forever"}}))
             .unwrap_err();
         assert!(e.contains("finished_job_ttl"), "{e}");
-        let e = check_field_types(&manifest(json!({"args": ["a", 1]}))).unwrap_err();
+        let e = check_field_types(&manifest(&json!({"args": ["a", 1]}))).unwrap_err();
         assert!(
             e.contains("containers[0].args: expected a list of strings"),
             "{e}"
@@ -146,7 +146,7 @@ mod tests {
     #[test]
     fn right_types_and_nulls_pass() {
         let m = manifest(
-            json!({"name": "prefect-job", "image": "busybox", "imagePullPolicy": null,
+            &json!({"name": "prefect-job", "image": "busybox", "imagePullPolicy": null,
             "args": ["prefect", "flow-run", "execute"]}),
         );
         assert_eq!(check_field_types(&m), Ok(()));

@@ -3,6 +3,7 @@
 //! rendered template, preparation of the Job manifest for one flow run, the worker's
 //! variables and default base job template, and the golden-case preview.
 
+pub mod json_diff;
 mod manifest_check;
 mod manifest_types;
 mod prepare;
@@ -22,6 +23,7 @@ use prefect_worker_core::job_config::{
 
 pub use manifest_check::{base_job_manifest, check_job_manifest};
 pub use manifest_types::check_field_types;
+pub use prepare::{main_container, main_container_index, main_container_mut};
 pub use preview::{preview_from_golden_input, preview_from_golden_input_async};
 pub use variables::{KubernetesWorkerVariables, default_base_job_template};
 
@@ -181,7 +183,7 @@ impl KubernetesWorkerJobConfiguration {
     /// The value of `name` in the container env of the prepared manifest, if set there.
     #[must_use]
     pub fn get_environment_variable_value(&self, name: &str) -> Option<String> {
-        let env = prepare::first_container(&self.job_manifest)?
+        let env = prepare::main_container(&self.job_manifest)?
             .get("env")?
             .as_array()?;
         let entry = env

@@ -16,6 +16,7 @@ use prefect_worker_core::slug::{slug_image_tag, slug_label_key, slug_label_value
 use prefect_worker_core::templating::{find_placeholders, py_str};
 
 use super::{KubernetesEnv, KubernetesWorkerJobConfiguration};
+use crate::run_watch::PRIMARY_CONTAINER;
 
 /// The env var that tells the flow-run process how to react to SIGTERM.
 const SIGTERM_BEHAVIOR: &str = "PREFECT_FLOW_RUN_EXECUTE_SIGTERM_BEHAVIOR";
@@ -24,31 +25,56 @@ fn invalid(msg: impl Into<String>) -> ConfigurationError {
     ConfigurationError::Value(msg.into())
 }
 
-/// `spec.template.spec.containers[0]` of a manifest.
-pub(super) fn first_container(manifest: &JsonMap) -> Option<&JsonMap> {
+fn containers(manifest: &JsonMap) -> Option<&Vec<Value>> {
     manifest
         .get("spec")?
         .get("template")?
         .get("spec")?
         .get("containers")?
-        .get(0)?
+        .as_array()
+}
+
+/// Which container of `spec.template.spec.containers` runs the flow: the one named
+/// `prefect-job`, wherever it is (sidecars may come before it), else the first one, as
+/// prefect-kubernetes (which always fills the first).
+#[must_use]
+pub fn main_container_index(manifest: &JsonMap) -> Option<usize> {
+    let containers = containers(manifest)?;
+    let named = containers
+        .iter()
+        .position(|c| c.get("name").and_then(Value::as_str) == Some(PRIMARY_CONTAINER));
+    named.or((!containers.is_empty()).then_some(0))
+}
+
+/// The container that runs the flow (see [`main_container_index`]).
+#[must_use]
+pub fn main_container(manifest: &JsonMap) -> Option<&JsonMap> {
+    containers(manifest)?
+        .get(main_container_index(manifest)?)?
         .as_object()
 }
 
-fn first_container_mut(manifest: &mut JsonMap) -> Result<&mut JsonMap, ConfigurationError> {
+/// The container that runs the flow, to fill in (see [`main_container_index`]).
+#[must_use]
+pub fn main_container_mut(manifest: &mut JsonMap) -> Option<&mut JsonMap> {
+    let index = main_container_index(manifest)?;
     manifest
-        .get_mut("spec")
-        .and_then(|s| s.get_mut("template"))
-        .and_then(|t| t.get_mut("spec"))
-        .and_then(|s| s.get_mut("containers"))
-        .and_then(|c| c.get_mut(0))
-        .and_then(Value::as_object_mut)
-        .ok_or_else(|| {
-            invalid(
-                "job_manifest.spec.template.spec.containers[0] must be an object (the flow-run container); \
-                 fix the work pool's base job template",
-            )
-        })
+        .get_mut("spec")?
+        .get_mut("template")?
+        .get_mut("spec")?
+        .get_mut("containers")?
+        .get_mut(index)?
+        .as_object_mut()
+}
+
+fn main_container_or_error(manifest: &mut JsonMap) -> Result<&mut JsonMap, ConfigurationError> {
+    let index = main_container_index(manifest).unwrap_or(0);
+    main_container_mut(manifest).ok_or_else(|| {
+        invalid(format!(
+            "job_manifest.spec.template.spec.containers[{index}] must be an object (the flow-run \
+             container, named '{PRIMARY_CONTAINER}'); fix the work pool's base job template"
+        ))
+    })
 }
 
 fn pod_template_mut(manifest: &mut JsonMap) -> Result<&mut JsonMap, ConfigurationError> {
@@ -238,7 +264,7 @@ pub(super) fn prepare_for_flow_run(
         .collect();
     metadata.insert("annotations".to_owned(), to_object(&job_annotations));
     // 8-9. Image and args.
-    let container = first_container_mut(&mut c.job_manifest)?;
+    let container = main_container_or_error(&mut c.job_manifest)?;
     if !container.contains_key("image") {
         let image = default_image(&ctx.versions.prefect_version, &ctx.versions.python_version);
         container.insert("image".to_owned(), Value::String(image));
@@ -357,7 +383,8 @@ fn populate_env_in_manifest(
             .collect(),
         KubernetesEnv::List(list) => list.clone(),
     };
-    let container = first_container_mut(&mut c.job_manifest)?;
+    let index = main_container_index(&c.job_manifest).unwrap_or(0);
+    let container = main_container_or_error(&mut c.job_manifest)?;
     let env = match container.get("env") {
         // A hard-coded template env: the worker's entries first, then the template's
         // entries whose names the worker did not set.
@@ -372,9 +399,9 @@ fn populate_env_in_manifest(
             let mut out: Vec<Value> = transformed.into_iter().map(Value::Object).collect();
             for e in template_env {
                 let Value::Object(entry) = e else {
-                    return Err(invalid(
-                        "job_manifest.spec.template.spec.containers[0].env: every entry must be an object",
-                    ));
+                    return Err(invalid(format!(
+                        "job_manifest.spec.template.spec.containers[{index}].env: every entry must be an object"
+                    )));
                 };
                 if !entry.get("name").is_some_and(|n| names.contains(n)) {
                     out.push(e.clone());

@@ -2,6 +2,7 @@
 //! step 5), and `stream_output` (the live log on the worker's stdout).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use chrono::{DateTime, Utc};
 use futures::{AsyncBufReadExt, TryStreamExt};
@@ -9,8 +10,9 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use kube::api::{Api, LogParams};
 use prefect_worker_core::runner::{FlowRunLogger, Level};
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
+use crate::metrics::KubernetesMetrics;
 use crate::run_watch::PRIMARY_CONTAINER;
 
 /// Where `stream_output` lines go: `(flow run name, line)`. Defaults to the process's stdout.
@@ -54,8 +56,17 @@ pub async fn forward_crash_logs(
                 tail_lines: Some(tail_lines),
                 ..LogParams::default()
             };
-            let Ok(text) = api.logs(name, &params).await else {
-                continue;
+            let text = match api.logs(name, &params).await {
+                Ok(text) => text,
+                // Without `get pods/log` there is nothing to forward; say why, once, and
+                // do not ask for the other container instance too.
+                Err(e) if super::permissions::is_rbac_denial(&e) => {
+                    logger.warning(format!(
+                        "Cannot forward the crashed container's logs: the worker's service account may not get pods/log in namespace '{namespace}' ({e}). Grant get on pods/log to see a crashed container's last lines here."
+                    ));
+                    return;
+                }
+                Err(_) => continue,
             };
             let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
             if lines.is_empty() {
@@ -77,6 +88,51 @@ pub async fn forward_crash_logs(
     }
 }
 
+/// Bounds the `stream_output` log streams open at once (each is a connection to the API
+/// server and a task): runs beyond the bound are not streamed, with one warning.
+#[derive(Debug, Clone)]
+pub struct LogStreamLimit {
+    permits: Arc<Semaphore>,
+    max: usize,
+    warned: Arc<AtomicBool>,
+}
+
+impl LogStreamLimit {
+    /// At most `max` streams at once (`0`: none).
+    #[must_use]
+    pub fn new(max: usize) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(max)),
+            max,
+            warned: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// A slot for one stream, or `None` (warned about once per process) when all are taken.
+    pub fn try_open(&self, run_name: &str) -> Option<OwnedSemaphorePermit> {
+        if let Ok(p) = self.permits.clone().try_acquire_owned() {
+            return Some(p);
+        }
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                max = self.max,
+                "{} pod log streams are open (PREFECT_INTEGRATIONS_KUBERNETES_WORKER_MAX_LOG_STREAMS); \
+                 the output of further runs is not streamed to the worker's stdout until some end \
+                 (this is said once; skipped runs are logged at debug level). Runs are tracked as usual.",
+                self.max
+            );
+        }
+        tracing::debug!(run = %run_name, "log stream limit reached; stream_output skipped for this run");
+        None
+    }
+
+    /// Streams open now.
+    #[must_use]
+    pub fn open(&self) -> usize {
+        self.max - self.permits.available_permits()
+    }
+}
+
 /// Follows the primary container's log of whichever pod `pods` names, writing each line to
 /// `sink`. Survives stream breaks (resumes after the last line seen, by timestamp) and new
 /// pods (retries). Returns when `pods` is closed. A broken stream never affects the run.
@@ -86,7 +142,19 @@ pub async fn stream_output(
     run_name: String,
     mut pods: watch::Receiver<Option<String>>,
     sink: OutputSink,
+    limit: LogStreamLimit,
+    metrics: Option<KubernetesMetrics>,
 ) {
+    // Take a slot only once there is a pod to follow: Jobs waiting for pods hold none.
+    if pods.wait_for(Option::is_some).await.is_err() {
+        return;
+    }
+    let Some(_slot) = limit.try_open(&run_name) else {
+        if let Some(m) = &metrics {
+            m.log_stream_skipped();
+        }
+        return;
+    };
     let api: Api<Pod> = Api::namespaced(client, &namespace);
     let mut last: Option<(String, DateTime<Utc>)> = None;
     loop {
@@ -109,6 +177,7 @@ pub async fn stream_output(
         };
         match api.log_stream(&pod, &params).await {
             Ok(stream) => {
+                let _open = metrics.as_ref().map(KubernetesMetrics::log_stream_opened);
                 let mut lines = stream.lines();
                 loop {
                     let next = tokio::select! {
@@ -136,6 +205,12 @@ pub async fn stream_output(
                         Ok(None) | Err(_) => break,
                     }
                 }
+            }
+            // Retrying cannot help without `get pods/log`: say so once and stop streaming.
+            Err(e) if super::permissions::is_rbac_denial(&e) => {
+                tracing::warn!(error = %e, pod = %pod, namespace = %namespace, flow_run_name = %run_name,
+                    "stream_output is on, but the worker's service account may not get pods/log in namespace '{namespace}': this flow run's output is not streamed. Grant get on pods/log to stream it.");
+                return;
             }
             Err(e) => tracing::debug!(error = %e, pod = %pod, "log stream not available yet"),
         }
@@ -165,6 +240,23 @@ fn split_timestamp(line: &str) -> (Option<DateTime<Utc>>, &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn streams_beyond_the_limit_are_skipped() {
+        let limit = LogStreamLimit::new(2);
+        let a = limit.try_open("a");
+        let b = limit.try_open("b");
+        assert!(a.is_some() && b.is_some());
+        assert_eq!(limit.open(), 2);
+        assert!(limit.try_open("c").is_none());
+        assert!(limit.warned.load(Ordering::Relaxed));
+        drop(a);
+        assert!(
+            limit.try_open("d").is_some(),
+            "a slot frees when a stream ends"
+        );
+        assert!(LogStreamLimit::new(0).try_open("x").is_none());
+    }
 
     #[test]
     fn timestamps_are_split_off() {

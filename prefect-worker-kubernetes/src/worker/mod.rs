@@ -2,6 +2,7 @@
 
 mod create;
 mod logs;
+mod permissions;
 mod secrets;
 pub mod settings;
 mod wait;
@@ -13,15 +14,19 @@ use async_trait::async_trait;
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, DeleteParams, ListParams, PropagationPolicy};
 use prefect_worker_core::client::models::{FlowRun, WorkPool};
+use prefect_worker_core::events::EventEmitter;
+use prefect_worker_core::metrics::Metrics;
 use prefect_worker_core::runner::{CLAIM_EXPIRED, RunContext};
 use prefect_worker_core::worker::{FoundInfrastructure, KillError, RunError, Worker, WorkerResult};
 use serde_json::Value;
 
-pub use logs::{OutputSink, stdout_sink};
+pub use logs::{LogStreamLimit, OutputSink, stdout_sink};
 pub use settings::KubernetesSettings;
 
 use crate::clients::{ClientCache, cluster_key};
 use crate::configuration::KubernetesWorkerJobConfiguration;
+use crate::metrics::KubernetesMetrics;
+use crate::pod_replicator::PodEventReplicator;
 use crate::run_watch::Limits;
 use crate::tracker::{Tracker, WatchKey};
 use wait::JobRef;
@@ -37,6 +42,9 @@ pub struct KubernetesWorkerOptions {
     pub clients: ClientCache,
     /// Where `stream_output` lines go (default: stdout).
     pub output: OutputSink,
+    /// The registry this worker's metric families go into (default: none; see
+    /// [`crate::metrics`]).
+    pub metrics: Option<Metrics>,
 }
 
 impl std::fmt::Debug for KubernetesWorkerOptions {
@@ -57,7 +65,16 @@ impl KubernetesWorkerOptions {
             settings: KubernetesSettings::default(),
             clients: ClientCache::default(),
             output: stdout_sink(),
+            metrics: None,
         }
+    }
+
+    /// Records this worker's metrics (Kubernetes requests, watches, log streams, pod
+    /// start latency, diagnoses) into `metrics`, the registry the runner was given.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: &Metrics) -> Self {
+        self.metrics = Some(metrics.clone());
+        self
     }
 
     /// Sets the settings.
@@ -89,8 +106,13 @@ pub struct KubernetesWorker {
     clients: ClientCache,
     tracker: Tracker,
     output: OutputSink,
+    metrics: Option<KubernetesMetrics>,
+    /// Bounds the `stream_output` streams open at once.
+    log_streams: LogStreamLimit,
     /// API-key Secrets this worker upserted: (client, namespace, name), deleted at teardown.
     created_secrets: Mutex<Vec<(kube::Client, String, String)>>,
+    /// Secret permissions RBAC refused, so that each is warned about once.
+    missing_permissions: permissions::MissingPermissions,
 }
 
 impl std::fmt::Debug for KubernetesWorker {
@@ -108,13 +130,17 @@ impl KubernetesWorker {
     #[must_use]
     pub fn new(options: KubernetesWorkerOptions) -> Self {
         let selector = label_selector(&options.worker_name);
+        let metrics = options.metrics.as_ref().map(KubernetesMetrics::register);
         Self {
             worker_name: options.worker_name,
+            log_streams: LogStreamLimit::new(options.settings.max_log_streams),
             settings: options.settings,
-            clients: options.clients,
-            tracker: Tracker::new(selector),
+            clients: options.clients.with_metrics(metrics.clone()),
+            tracker: Tracker::new(selector).with_metrics(metrics.clone()),
             output: options.output,
+            metrics,
             created_secrets: Mutex::new(Vec::new()),
+            missing_permissions: permissions::MissingPermissions::default(),
         }
     }
 
@@ -122,6 +148,12 @@ impl KubernetesWorker {
     #[must_use]
     pub fn tracker(&self) -> &Tracker {
         &self.tracker
+    }
+
+    /// The `stream_output` log streams open now.
+    #[must_use]
+    pub fn log_streams_open(&self) -> usize {
+        self.log_streams.open()
     }
 
     fn limits(&self, configuration: &KubernetesWorkerJobConfiguration) -> Limits {
@@ -176,6 +208,15 @@ impl Worker for KubernetesWorker {
         crate::configuration::default_base_job_template()
     }
 
+    /// Reported as the worker's metadata: the Python package this worker stands in for, at
+    /// the version whose behaviour it matches.
+    fn integrations(&self) -> Vec<prefect_worker_core::Integration> {
+        vec![prefect_worker_core::Integration {
+            name: "prefect-kubernetes".to_owned(),
+            version: crate::PREFECT_KUBERNETES_VERSION.to_owned(),
+        }]
+    }
+
     async fn run(
         &self,
         flow_run: &FlowRun,
@@ -192,13 +233,19 @@ impl Worker for KubernetesWorker {
         let namespace = configuration.namespace.clone();
         let mut manifest = configuration.job_manifest.clone();
         ctx.logger().info("Creating Kubernetes job...");
+        let cluster = cluster_key(cluster_value(&configuration).as_ref());
+        let target = secrets::SecretTarget {
+            client: &client,
+            cluster: &cluster,
+            namespace: &namespace,
+        };
         let plan = secrets::apply_before_create(
-            &client,
+            target,
             &self.settings,
             &self.worker_name,
             &flow_run.id.to_string(),
-            &namespace,
             &mut manifest,
+            &self.missing_permissions,
         )
         .await
         .map_err(|e| RunError::new("InfrastructureError", e.to_string()))?;
@@ -238,15 +285,17 @@ impl Worker for KubernetesWorker {
             .clone()
             .unwrap_or_else(|| namespace.clone());
         let job_name = job.metadata.name.clone().unwrap_or_default();
-        if let Some((ns, name)) = &plan.env_secret
-            && let Err(e) = secrets::adopt_env_secret(&client, ns, name, &job).await
+        if let Some((_, name)) = &plan.env_secret
+            && let Some(w) =
+                secrets::own_env_secret(target, name, &job, &self.missing_permissions).await
         {
-            ctx.logger().warning(format!("Could not make Secret '{name}' owned by Job '{job_name}'; it will outlive the Job: {e}"));
+            ctx.logger().warning(w);
         }
         ctx.logger().info(format!(
             "Kubernetes job '{job_name}' created in namespace '{job_ns}'"
         ));
         ctx.started(format!("{job_ns}:{job_name}"));
+        let created = std::time::Instant::now();
         let key = WatchKey {
             cluster: cluster_key(cluster_value(&configuration).as_ref()),
             namespace: job_ns,
@@ -257,6 +306,7 @@ impl Worker for KubernetesWorker {
             name: job_name,
             stream_output: configuration.stream_output,
             limits: self.limits(&configuration),
+            created: Some(created),
         };
         Ok(self.wait_for_job(flow_run, job_ref, &ctx).await)
     }
@@ -401,8 +451,20 @@ impl Worker for KubernetesWorker {
             name: name.to_owned(),
             stream_output: configuration.stream_output,
             limits: self.limits(&configuration),
+            created: None,
         };
         Ok(self.wait_for_job(flow_run, job_ref, &ctx).await)
+    }
+
+    /// Pod events (`prefect.kubernetes.pod.*`) from the shared tracker's pod watch, unless
+    /// `OBSERVER_REPLICATE_POD_EVENTS` (or `OBSERVER_ENABLED`) is off or events are.
+    fn attach_events(&self, events: &EventEmitter) {
+        if self.settings.replicate_pod_events && events.is_enabled() {
+            self.tracker.replicate_pod_events(PodEventReplicator::new(
+                events.clone(),
+                self.settings.startup_event_concurrency,
+            ));
+        }
     }
 
     async fn teardown(&self) {

@@ -1,5 +1,11 @@
 //! Secrets handled before a Job is created (spec §4.2): the API key and auth string as
 //! `secretKeyRef`s, and optionally the whole plain env in a Secret owned by the Job.
+//!
+//! The Secret options are optional features: where RBAC refuses them (the Helm chart's
+//! Role grants no `secrets` unless asked to), the worker warns once per namespace,
+//! naming the permission and what it would add, then runs Jobs as Prefect does without
+//! the option (plain env values) and never makes the refused request again
+//! (`permissions.rs`).
 
 use std::collections::BTreeMap;
 
@@ -9,7 +15,18 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Map, Value, json};
 
+use super::permissions::{MissingPermissions, Permission, is_rbac_denial};
 use super::settings::KubernetesSettings;
+use crate::configuration::main_container_mut;
+
+/// Where a run's Secrets go: the cluster (its client, and its key for remembering what
+/// RBAC refused there) and the namespace.
+#[derive(Clone, Copy)]
+pub struct SecretTarget<'a> {
+    pub client: &'a Client,
+    pub cluster: &'a str,
+    pub namespace: &'a str,
+}
 
 /// Secret handling failed; the run is crashed with this message.
 #[derive(Debug, thiserror::Error)]
@@ -34,22 +51,12 @@ pub enum SecretError {
     },
 }
 
-/// The first container's env list in a Job manifest, if it has one.
+/// The flow-run container's env list in a Job manifest, if it has one.
 pub fn container_env(manifest: &mut Map<String, Value>) -> Option<&mut Vec<Value>> {
-    first_container(manifest)?.get_mut("env")?.as_array_mut()
+    main_container_mut(manifest)?.get_mut("env")?.as_array_mut()
 }
 
-fn first_container(manifest: &mut Map<String, Value>) -> Option<&mut Map<String, Value>> {
-    manifest
-        .get_mut("spec")?
-        .get_mut("template")?
-        .get_mut("spec")?
-        .get_mut("containers")?
-        .get_mut(0)?
-        .as_object_mut()
-}
-
-/// The plain value of env var `name` in the first container, if any.
+/// The plain value of env var `name` in the flow-run container, if any.
 pub fn env_value(manifest: &mut Map<String, Value>, name: &str) -> Option<String> {
     container_env(manifest)?
         .iter()
@@ -99,16 +106,21 @@ pub struct SecretPlan {
     pub warnings: Vec<String>,
 }
 
-/// Steps 1–3 of spec §4.2, in order, on `manifest` (namespace `namespace`).
+/// Steps 1–3 of spec §4.2, in order, on `manifest`.
 pub async fn apply_before_create(
-    client: &Client,
+    target: SecretTarget<'_>,
     settings: &KubernetesSettings,
     worker_name: &str,
     flow_run_id: &str,
-    namespace: &str,
     manifest: &mut Map<String, Value>,
+    missing: &MissingPermissions,
 ) -> Result<SecretPlan, SecretError> {
     let mut plan = SecretPlan::default();
+    let SecretTarget {
+        client,
+        cluster,
+        namespace,
+    } = target;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
 
     // 1. API key.
@@ -117,18 +129,30 @@ pub async fn apply_before_create(
             reference_secret(manifest, "PREFECT_API_KEY", name, key);
         }
     } else if settings.create_secret_for_api_key
+        && !missing.is_missing(cluster, namespace, Permission::ApiKeySecret)
         && let Some(api_key) = env_value(manifest, "PREFECT_API_KEY")
     {
         let name = api_key_secret_name(worker_name);
-        upsert_api_key_secret(&secrets, &name, namespace, &api_key)
-            .await
-            .map_err(|source| SecretError::ApiKeySecret {
-                name: name.clone(),
-                namespace: namespace.to_owned(),
-                source,
-            })?;
-        reference_secret(manifest, "PREFECT_API_KEY", &name, "value");
-        plan.api_key_secret = Some((namespace.to_owned(), name));
+        match upsert_api_key_secret(&secrets, &name, namespace, &api_key).await {
+            Ok(()) => {
+                reference_secret(manifest, "PREFECT_API_KEY", &name, "value");
+                plan.api_key_secret = Some((namespace.to_owned(), name));
+            }
+            Err(e) if is_rbac_denial(&e) => {
+                if missing.record(cluster, namespace, Permission::ApiKeySecret) {
+                    plan.warnings.push(format!(
+                        "Cannot keep PREFECT_API_KEY in the Secret '{name}': the worker's service account may not get, create and update secrets in namespace '{namespace}' ({e}). Until the worker restarts with that permission, Jobs in namespace '{namespace}' get PREFECT_API_KEY as a plain environment value, as without PREFECT_INTEGRATIONS_KUBERNETES_WORKER_CREATE_SECRET_FOR_API_KEY. Grant get, create, update and delete on secrets there (deploy/rbac-secrets.yaml) to keep the key out of Job specs."
+                    ));
+                }
+            }
+            Err(source) => {
+                return Err(SecretError::ApiKeySecret {
+                    name,
+                    namespace: namespace.to_owned(),
+                    source,
+                });
+            }
+        }
     }
 
     // 2. Auth string.
@@ -142,9 +166,20 @@ pub async fn apply_before_create(
 
     // 3. The whole plain env as a Secret.
     if settings.store_env_as_secret
-        && let Some(name) = store_env_as_secret(&secrets, flow_run_id, namespace, manifest).await?
+        && !missing.is_missing(cluster, namespace, Permission::EnvSecret)
     {
-        plan.env_secret = Some((namespace.to_owned(), name));
+        match store_env_as_secret(&secrets, flow_run_id, namespace, manifest).await {
+            Ok(Some(name)) => plan.env_secret = Some((namespace.to_owned(), name)),
+            Ok(None) => {}
+            Err(SecretError::EnvSecret { source, name, .. }) if is_rbac_denial(&source) => {
+                if missing.record(cluster, namespace, Permission::EnvSecret) {
+                    plan.warnings.push(format!(
+                        "Cannot store the Job's environment in the Secret '{name}': the worker's service account may not create secrets in namespace '{namespace}' ({source}). Until the worker restarts with that permission, Jobs in namespace '{namespace}' get their environment as plain values, as without PREFECT_INTEGRATIONS_KUBERNETES_WORKER_STORE_ENV_AS_SECRET. Grant create, patch and delete on secrets there (deploy/rbac-secrets.yaml) to keep it out of Job specs."
+                    ));
+                }
+            }
+            Err(e) => return Err(e),
+        }
     }
     Ok(plan)
 }
@@ -185,8 +220,10 @@ async fn store_env_as_secret(
     namespace: &str,
     manifest: &mut Map<String, Value>,
 ) -> Result<Option<String>, SecretError> {
+    // A copy: the manifest keeps its env until the Secret exists (a refused Secret
+    // leaves the Job with its plain env).
     let env = container_env(manifest)
-        .map(std::mem::take)
+        .map(|e| e.clone())
         .unwrap_or_default();
     let mut plain = BTreeMap::new();
     let mut keep = Vec::new();
@@ -202,9 +239,6 @@ async fn store_env_as_secret(
         }
     }
     if plain.is_empty() {
-        if let Some(env) = container_env(manifest) {
-            *env = keep;
-        }
         return Ok(None);
     }
     let generate = manifest
@@ -240,7 +274,7 @@ async fn store_env_as_secret(
             namespace: namespace.to_owned(),
             source,
         })?;
-    if let Some(c) = first_container(manifest) {
+    if let Some(c) = main_container_mut(manifest) {
         c.insert("env".into(), Value::Array(keep));
         let mut env_from = c
             .get("envFrom")
@@ -254,8 +288,37 @@ async fn store_env_as_secret(
 }
 
 /// Makes the env Secret owned by its Job, so it is garbage-collected with it. A failure is
-/// only a warning: the Secret then outlives the Job.
-pub async fn adopt_env_secret(
+/// only a warning, returned for the run's log: the Secret then outlives the Job. Where
+/// RBAC refuses the patch, that is said once per namespace and not tried again.
+pub async fn own_env_secret(
+    target: SecretTarget<'_>,
+    secret: &str,
+    job: &k8s_openapi::api::batch::v1::Job,
+    missing: &MissingPermissions,
+) -> Option<String> {
+    let SecretTarget {
+        client,
+        cluster,
+        namespace,
+    } = target;
+    if missing.is_missing(cluster, namespace, Permission::EnvSecretOwner) {
+        return None;
+    }
+    let job_name = job.name_any();
+    match adopt_env_secret(client, namespace, secret, job).await {
+        Ok(()) => None,
+        Err(e) if is_rbac_denial(&e) => missing
+            .record(cluster, namespace, Permission::EnvSecretOwner)
+            .then(|| format!(
+                "Could not make Secret '{secret}' owned by Job '{job_name}': the worker's service account may not patch secrets in namespace '{namespace}' ({e}). Env Secrets in namespace '{namespace}' outlive their Jobs until the worker restarts with that permission; grant patch on secrets there (deploy/rbac-secrets.yaml) so that Kubernetes deletes them with their Jobs."
+            )),
+        Err(e) => Some(format!(
+            "Could not make Secret '{secret}' owned by Job '{job_name}'; it will outlive the Job: {e}"
+        )),
+    }
+}
+
+async fn adopt_env_secret(
     client: &Client,
     namespace: &str,
     secret: &str,

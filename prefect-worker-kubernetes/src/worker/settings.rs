@@ -30,6 +30,17 @@ pub struct KubernetesSettings {
     /// Extra namespaces to look in for Jobs to adopt at startup (`WORKER_ADOPT_NAMESPACES`,
     /// comma-separated), besides the pool's default namespace.
     pub adopt_namespaces: Vec<String>,
+    /// `WORKER_MAX_LOG_STREAMS` (50): most `stream_output` pod log streams open at once.
+    /// Each is a connection to the API server; runs beyond it are tracked as usual but
+    /// their output is not copied to stdout (one warning says so). `0`: none.
+    pub max_log_streams: usize,
+    /// `OBSERVER_REPLICATE_POD_EVENTS` (true): emit `prefect.kubernetes.pod.*` events.
+    /// `OBSERVER_ENABLED=false` turns them off too (in Python it turns the whole observer
+    /// off; run outcomes here do not depend on it).
+    pub replicate_pod_events: bool,
+    /// `OBSERVER_STARTUP_EVENT_CONCURRENCY` (5): most server lookups at once for pods first
+    /// seen in a list.
+    pub startup_event_concurrency: usize,
 }
 
 impl Default for KubernetesSettings {
@@ -47,9 +58,15 @@ impl Default for KubernetesSettings {
             forward_crashed_run_logs: true,
             crashed_run_log_tail_lines: 500,
             adopt_namespaces: Vec::new(),
+            max_log_streams: DEFAULT_MAX_LOG_STREAMS,
+            replicate_pod_events: true,
+            startup_event_concurrency: 5,
         }
     }
 }
+
+/// Enough for following a few dozen runs live; a log collector reads pods' logs itself.
+pub const DEFAULT_MAX_LOG_STREAMS: usize = 50;
 
 const P: &str = "PREFECT_INTEGRATIONS_KUBERNETES_";
 
@@ -115,7 +132,23 @@ impl KubernetesSettings {
             }
             None => d.crashed_run_log_tail_lines,
         };
+        let concurrency = match s.parse::<usize>(
+            &key("OBSERVER_STARTUP_EVENT_CONCURRENCY"),
+            "a whole number ≥ 1",
+        )? {
+            Some(0) => {
+                return Err(SettingsError::InvalidValue {
+                    key: key("OBSERVER_STARTUP_EVENT_CONCURRENCY"),
+                    expected: "a whole number ≥ 1",
+                });
+            }
+            Some(n) => n,
+            None => d.startup_event_concurrency,
+        };
         Ok(Self {
+            replicate_pod_events: boolean(s, &[key("OBSERVER_ENABLED")], true)?
+                && boolean(s, &[key("OBSERVER_REPLICATE_POD_EVENTS")], true)?,
+            startup_event_concurrency: concurrency,
             api_key_secret: get(s, "WORKER_API_KEY_SECRET_NAME").map(|n| {
                 (
                     n.to_owned(),
@@ -163,6 +196,9 @@ impl KubernetesSettings {
                         .collect()
                 })
                 .unwrap_or_default(),
+            max_log_streams: s
+                .parse::<usize>(&key("WORKER_MAX_LOG_STREAMS"), "a whole number ≥ 0")?
+                .unwrap_or(d.max_log_streams),
         })
     }
 }
@@ -202,8 +238,25 @@ mod tests {
         ]))
         .unwrap();
         assert!(s.create_secret_for_api_key);
+        assert_eq!(s.max_log_streams, DEFAULT_MAX_LOG_STREAMS);
         assert_eq!(s.pending_timeout, Some(Duration::from_secs(90)));
         assert_eq!(s.auth_string_secret, None, "both name and key are needed");
+        for (k, v) in [
+            (
+                "PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_REPLICATE_POD_EVENTS",
+                "false",
+            ),
+            ("PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_ENABLED", "0"),
+        ] {
+            let s = KubernetesSettings::from_sources(&sources(&[(k, v)])).unwrap();
+            assert!(!s.replicate_pod_events, "{k}");
+        }
+        let s = KubernetesSettings::from_sources(&sources(&[(
+            "PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_STARTUP_EVENT_CONCURRENCY",
+            "2",
+        )]))
+        .unwrap();
+        assert_eq!(s.startup_event_concurrency, 2);
     }
 
     #[test]

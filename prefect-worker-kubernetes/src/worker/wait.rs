@@ -19,8 +19,13 @@ use crate::diagnosis::DiagnosisLevel;
 use crate::run_watch::{Action, Limits, Outcome, RunWatch};
 use crate::tracker::{Observation, WatchKey};
 
-/// While a Job has no pod, its events are read this often to find FailedCreate.
-const EVENTS_EVERY: Duration = Duration::from_secs(3);
+/// A Job without a pod for this long asks for its FailedCreate events (the namespace's
+/// shared events watch, `job_events`): pods normally appear well within it, so most runs
+/// never need events.
+const EVENTS_AFTER: Duration = Duration::from_secs(3);
+/// How long after this worker's accepted `Submitting` the run's state counts as known
+/// (PENDING) for the `InfrastructurePending` proposal.
+const KNOWN_STATE_WINDOW: Duration = Duration::from_secs(10);
 /// While the shared watch has not shown the Job yet, it is read directly this often: a Job
 /// deleted before the watch ever saw it would otherwise be waited on forever.
 const UNSEEN_JOB_EVERY: Duration = Duration::from_secs(5);
@@ -32,6 +37,9 @@ pub(super) struct JobRef<'a> {
     pub name: String,
     pub stream_output: bool,
     pub limits: Limits,
+    /// When this worker created the Job (`None` for adopted Jobs): the start of the pod
+    /// start latency.
+    pub created: Option<Instant>,
 }
 
 impl KubernetesWorker {
@@ -55,16 +63,26 @@ impl KubernetesWorker {
                 flow_run.name.clone(),
                 pod_rx,
                 self.output.clone(),
+                self.log_streams.clone(),
+                self.metrics.clone(),
             ))
         });
-        let mut events_tick = tokio::time::interval(EVENTS_EVERY);
-        events_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // When the Job, seen without a pod, should ask for its events; and whether it has.
+        let mut events_at: Option<Instant> = None;
+        let mut events_asked = false;
         let mut unseen_tick = tokio::time::interval_at(
             tokio::time::Instant::now() + UNSEEN_JOB_EVERY,
             UNSEEN_JOB_EVERY,
         );
         unseen_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let outcome = loop {
+            let podless = state.job_uid().is_some() && !state.has_pods();
+            if podless {
+                events_at.get_or_insert_with(|| Instant::now() + EVENTS_AFTER);
+            } else if events_at.take().is_some() && events_asked {
+                events_asked = false;
+                subscription.want_events(false);
+            }
             let deadline = state.next_deadline();
             let actions = tokio::select! {
                 obs = subscription.observations.recv() => match obs {
@@ -72,13 +90,20 @@ impl KubernetesWorker {
                     Some(Observation::JobDeleted(_)) => state.on_job_deleted(),
                     Some(Observation::Pod(p)) => {
                         let name = p.metadata.name.clone();
+                        let was_started = state.has_started();
                         let actions = state.on_pod(Pod::clone(&p), Instant::now());
+                        if let (false, true, Some(m), Some(created)) =
+                            (was_started, state.has_started(), &self.metrics, job.created)
+                        {
+                            m.pod_started(created.elapsed());
+                        }
                         if state.has_started() || pod_tx.borrow().is_none() {
                             pod_tx.send_replace(name);
                         }
                         actions
                     }
                     Some(Observation::PodDeleted(name)) => { state.on_pod_deleted(&name); Vec::new() }
+                    Some(Observation::JobEvent(e)) => state.on_job_event(Event::clone(&e), Instant::now()),
                     // The tracker is shutting down (worker teardown): stop waiting quietly.
                     None => return WorkerResult { identifier, status_code: 0, detail: None },
                 },
@@ -91,11 +116,15 @@ impl KubernetesWorker {
                         Err(e) => { tracing::debug!(error = %e, "cannot read the job directly"); Vec::new() }
                     }
                 }
-                _ = events_tick.tick(), if !state.has_pods() && state.job_uid().is_some() => {
-                    match job_events(job.client, &job.key.namespace, &job.name, state.job_uid()).await {
-                        Ok(events) => state.on_job_events(&events, Instant::now()),
-                        Err(e) => { tracing::debug!(error = %e, "cannot read job events"); Vec::new() }
+                () = sleep_until(events_at), if podless && !events_asked => {
+                    events_asked = true;
+                    if !subscription.want_events(true) {
+                        ctx.logger().named("prefect.flow_runs.observer").info(format!(
+                            "Kubernetes job '{}' has no pod yet. Why (for example an exceeded quota) is in its FailedCreate events, which this worker may not read in namespace '{}' (RBAC: `list` and `watch` on `events`).",
+                            job.name, job.key.namespace
+                        ));
                     }
+                    Vec::new()
                 }
             };
             if let Some(outcome) = self
@@ -134,6 +163,9 @@ impl KubernetesWorker {
         while let Some(action) = queue.pop_front() {
             match action {
                 Action::Log(d) => {
+                    if let Some(m) = &self.metrics {
+                        m.diagnosed(d.category);
+                    }
                     let level = match d.level {
                         DiagnosisLevel::Error => Level::Error,
                         DiagnosisLevel::Warning => Level::Warning,
@@ -253,20 +285,38 @@ impl KubernetesWorker {
     /// unlike Python's 5 s: a proposal abandoned by the client may still land on the server
     /// later, after the engine's final state, where nothing would undo it. Waiting on it
     /// only holds up this run's own wait.)
+    ///
+    /// Shortly after this worker's own `Submitting` was accepted, the run's state is known
+    /// without reading it: it is PENDING, and the server's rules keep the proposal safe if
+    /// it moved on meanwhile (`PreventPendingTransitions` aborts PENDING from RUNNING,
+    /// CANCELLING, CANCELLED and from a PENDING of the same name; a PAUSED run may not go
+    /// to PENDING). Only a run someone else finished or rescheduled within that window
+    /// could be moved back, the same kind of window as the read-then-propose of Python's
+    /// observer; a final state overwritten that way is restored when the Job ends
+    /// (`restore_final_state`). Later (adopted runs, long pod start), the state is read
+    /// first, as Python does. That saves one read per run in a burst, where the server is
+    /// the bottleneck.
     async fn propose_infrastructure_pending(&self, flow_run: &FlowRun, ctx: &RunContext) -> bool {
         let client = ctx.client();
-        let current = match client.read_flow_run(flow_run.id).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot read flow run before proposing InfrastructurePending");
+        let fresh = ctx
+            .submitted_at()
+            .is_some_and(|at| at.elapsed() <= KNOWN_STATE_WINDOW);
+        if !fresh {
+            let current = match client.read_flow_run(flow_run.id).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot read flow run before proposing InfrastructurePending");
+                    return false;
+                }
+            };
+            let Some(s) = current.state.as_ref() else {
+                return false;
+            };
+            if s.state_type != StateType::Pending
+                || s.name.as_deref() == Some(INFRASTRUCTURE_PENDING)
+            {
                 return false;
             }
-        };
-        let Some(s) = current.state.as_ref() else {
-            return false;
-        };
-        if s.state_type != StateType::Pending || s.name.as_deref() == Some(INFRASTRUCTURE_PENDING) {
-            return false;
         }
         let state = StateCreate::infrastructure_pending(INFRASTRUCTURE_PENDING_MESSAGE);
         if let Err(e) = client.set_flow_run_state(flow_run.id, &state, false).await {
@@ -303,25 +353,4 @@ async fn sleep_until(deadline: Option<Instant>) {
         Some(d) => tokio::time::sleep_until(d.into()).await,
         None => std::future::pending().await,
     }
-}
-
-/// The events about a Job (FailedCreate and friends), newest last.
-async fn job_events(
-    client: &Client,
-    namespace: &str,
-    job: &str,
-    uid: Option<&str>,
-) -> Result<Vec<Event>, kube::Error> {
-    let api: Api<Event> = Api::namespaced(client.clone(), namespace);
-    let list = api
-        .list(&ListParams::default().fields(&format!("involvedObject.name={job}")))
-        .await?;
-    Ok(list
-        .items
-        .into_iter()
-        .filter(|e| {
-            e.involved_object.name.as_deref() == Some(job)
-                && (uid.is_none() || e.involved_object.uid.as_deref() == uid)
-        })
-        .collect())
 }

@@ -331,6 +331,10 @@ impl Verdict {
     }
 
     /// Prints the `CHAOS-RESULT` line for `scripts/chaos.sh`.
+    #[allow(
+        clippy::print_stdout,
+        reason = "scripts/chaos.sh reads these lines from the test output"
+    )]
     pub fn report(&self, scenario: &str, injected: &str, worker_restarts: usize) {
         let mut v = serde_json::to_value(self).unwrap_or_default();
         v["scenario"] = json!(scenario);

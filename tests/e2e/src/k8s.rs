@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use prefect_test_harness::{DeploymentSpec, PrefectApi, repo_root};
 use prefect_worker_core::client::{ClientOptions, PrefectClient};
+use prefect_worker_core::events::EventEmitter;
 use prefect_worker_core::job_config::Environment;
 use prefect_worker_core::runner::{Runner, RunnerError, RunnerOptions};
 use prefect_worker_kubernetes::clients::ClientCache;
@@ -41,6 +42,9 @@ pub struct InProcessWorker {
     pub stop: CancellationToken,
     pub task: tokio::task::JoinHandle<Result<(), RunnerError>>,
     pub name: String,
+    /// The runner's event emitter (stats, tap).
+    pub events: EventEmitter,
+    pub worker: std::sync::Arc<KubernetesWorker>,
 }
 
 impl InProcessWorker {
@@ -75,6 +79,39 @@ impl InProcessWorker {
         adjust: impl FnOnce(RunnerOptions) -> RunnerOptions,
     ) -> Result<Self> {
         let name = format!("k8s-{}", &Uuid::new_v4().simple().to_string()[..8]);
+        let client = ClientOptions::new(api_url);
+        Self::launch(
+            api_url, sim, pool, &name, settings, extra_env, client, adjust,
+        )
+        .await
+    }
+
+    /// Like [`InProcessWorker::start_with_env`], named `name` and with a REST client built
+    /// from `client` (credentials, headers).
+    pub async fn start_as(
+        api_url: &str,
+        sim: &kubesim::SimHandle,
+        pool: &str,
+        name: &str,
+        settings: KubernetesSettings,
+        extra_env: &[(&str, &str)],
+        client: ClientOptions,
+    ) -> Result<Self> {
+        Self::launch(api_url, sim, pool, name, settings, extra_env, client, |o| o).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn launch(
+        api_url: &str,
+        sim: &kubesim::SimHandle,
+        pool: &str,
+        name: &str,
+        settings: KubernetesSettings,
+        extra_env: &[(&str, &str)],
+        client: ClientOptions,
+        adjust: impl FnOnce(RunnerOptions) -> RunnerOptions,
+    ) -> Result<Self> {
+        let name = name.to_owned();
         let clients = ClientCache::with_default_config(kube_config(sim).await?);
         let worker = KubernetesWorker::new(
             KubernetesWorkerOptions::new(&name)
@@ -92,14 +129,16 @@ impl InProcessWorker {
             .with_environment(env);
         o.log_batch_interval = std::time::Duration::from_millis(200);
         let o = adjust(o);
-        let runner = Runner::new(worker, PrefectClient::new(ClientOptions::new(api_url))?, o);
+        let runner = Runner::new(worker, PrefectClient::new(client)?, o);
+        let events = runner.events();
+        let worker = runner.worker();
         let stop = CancellationToken::new();
         let task = tokio::spawn(runner.run(stop.clone()));
         // Deployments need the pool, which the worker creates on its first sync.
         let api = prefect_test_harness::PrefectApi::new(api_url);
         crate::until(
             "the worker to create its pool",
-            std::time::Duration::from_secs(60),
+            std::time::Duration::from_secs(180),
             || async {
                 Ok(api
                     .read_work_pool(pool)
@@ -108,7 +147,13 @@ impl InProcessWorker {
             },
         )
         .await?;
-        Ok(Self { stop, task, name })
+        Ok(Self {
+            stop,
+            task,
+            name,
+            events,
+            worker,
+        })
     }
 
     pub async fn stop(self) -> Result<()> {

@@ -5,9 +5,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod chaos;
+pub mod chart;
+pub mod exposition;
 pub mod k8s;
+pub mod log_capture;
 pub mod malformed;
+pub mod process;
 pub mod proxy;
+pub mod proxy_ws;
 pub mod recording;
 
 use std::time::Duration;

@@ -2,7 +2,9 @@
 //! itself, or hold them: how tests reach races the real server only shows by chance (a
 //! deployment deleted between the poll and the submission), stop a worker at an exact step
 //! (hold the request after that step, then SIGKILL the worker), and feed the worker replies
-//! no healthy server sends (truncated JSON, HTML, wrong types, empty bodies).
+//! no healthy server sends (truncated JSON, HTML, wrong types, empty bodies). It passes
+//! websockets through (recording their frames) and counts the requests it sees, so a test
+//! can wait for "three more polls" instead of sleeping for three poll intervals.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -173,6 +175,8 @@ struct Shared {
     upstream: String,
     rules: Arc<Mutex<Vec<Installed>>>,
     http: reqwest::Client,
+    seen: Arc<Mutex<Vec<(Method, String)>>>,
+    ws: crate::proxy_ws::WsTaps,
 }
 
 /// The running proxy.
@@ -180,16 +184,24 @@ struct Shared {
 pub struct FaultProxy {
     pub api_url: String,
     rules: Arc<Mutex<Vec<Installed>>>,
+    /// Every request received so far (method, path after the API prefix), in order.
+    seen: Arc<Mutex<Vec<(Method, String)>>>,
+    /// Websockets passed through (frames, connects, closing them).
+    pub ws: crate::proxy_ws::WsTaps,
 }
 
 impl FaultProxy {
     /// Starts a proxy on 127.0.0.1:0 forwarding to `upstream_api_url` (`http://host:port/api`).
     pub async fn start(upstream_api_url: &str) -> anyhow::Result<Self> {
         let rules = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let ws = crate::proxy_ws::WsTaps::default();
         let shared = Shared {
             upstream: upstream_api_url.trim_end_matches('/').to_owned(),
             rules: rules.clone(),
             http: reqwest::Client::new(),
+            seen: seen.clone(),
+            ws: ws.clone(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -200,7 +212,32 @@ impl FaultProxy {
         Ok(Self {
             api_url: format!("http://{addr}/api"),
             rules,
+            seen,
+            ws,
         })
+    }
+
+    /// How many `method` requests whose path ends with `path_suffix` were received so far.
+    #[must_use]
+    pub fn count(&self, method: &Method, path_suffix: &str) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, p)| m == method && p.ends_with(path_suffix))
+            .count()
+    }
+
+    /// How many polls (`POST …/get_scheduled_flow_runs`) were received so far.
+    #[must_use]
+    pub fn polls(&self) -> usize {
+        self.count(&Method::POST, "/get_scheduled_flow_runs")
+    }
+
+    /// Every request received so far (method, path after the API prefix), websocket
+    /// upgrades included.
+    pub fn requests(&self) -> Vec<(Method, String)> {
+        self.seen.lock().unwrap().clone()
     }
 
     /// Answers requests matching `fault`'s method and exact path with it from now on.
@@ -291,6 +328,22 @@ async fn forward(State(s): State<Shared>, req: Request) -> Response {
         .query()
         .map(|q| format!("?{q}"))
         .unwrap_or_default();
+    s.seen.lock().unwrap().push((method.clone(), path.clone()));
+    if crate::proxy_ws::is_upgrade(&req) {
+        // A rule may still answer the upgrade itself (a channel endpoint that is a 404).
+        if let Some((
+            Action::Respond {
+                status,
+                content_type,
+                body,
+            },
+            _,
+        )) = matching(&s, &method, &path, &[])
+        {
+            return (status, [("content-type", content_type)], body).into_response();
+        }
+        return crate::proxy_ws::bridge(&s.upstream, path, query, req, s.ws.clone()).await;
+    }
     let headers: HeaderMap = req.headers().clone();
     let body: Bytes = match axum::body::to_bytes(req.into_body(), 64 * 1024 * 1024).await {
         Ok(b) => b,
@@ -321,7 +374,9 @@ async fn forward(State(s): State<Shared>, req: Request) -> Response {
         .request(method, format!("{}{path}{query}", s.upstream))
         .body(body);
     for (k, v) in &headers {
-        if k != "host" && k != "content-length" {
+        // The proxy's own client negotiates compression and hands back decoded bytes, so
+        // the caller's Accept-Encoding must not reach the server.
+        if k != "host" && k != "content-length" && k != "accept-encoding" {
             upstream = upstream.header(k, v);
         }
     }

@@ -2,9 +2,10 @@
 //! `env.BEHAVIOR` says, so runner tests need neither a cluster nor sleeps.
 //!
 //! Behaviours: `complete` (report started, then play the engine: Running → Completed),
-//! `block` (report started, then wait until killed or released), `fail-run` (fail before
-//! the infrastructure exists), `exit:<n>` (report started, end with status n),
-//! `sleep:<s>` (report started, run for s seconds, then play the engine like `complete`).
+//! `block` (report started, then wait until killed or released), `complete-on-release`
+//! (report started, wait until released, then play the engine like `complete`),
+//! `fail-run` (fail before the infrastructure exists), `exit:<n>` (report started, end
+//! with status n), `sleep:<s>` (report started, run for s seconds, then play the engine).
 //! `env.KILL = "not-found"` makes `kill_infrastructure` answer "not found".
 //! For claim recovery: `hold-first-start` (the first `run` of a run waits for
 //! [`Recorder::release_start`] and then reports started without checking the claim, as a
@@ -64,7 +65,8 @@ impl Recorder {
             .clone()
     }
 
-    /// Ends a `block` run as if its infrastructure finished with status 0.
+    /// Ends a `block` run as if its infrastructure finished with status 0 (a
+    /// `complete-on-release` run reports Running and Completed first).
     pub fn release(&self, flow_run_id: Uuid) {
         self.notify_for(&pid(flow_run_id)).notify_one();
     }
@@ -225,6 +227,17 @@ impl Worker for RecordingWorker {
                         detail: None,
                     })
                 }
+                "complete-on-release" => {
+                    ctx.started(id.clone());
+                    let notify = self.recorder.notify_for(&id);
+                    notify.notified().await;
+                    play_engine(&ctx, flow_run).await?;
+                    Ok(WorkerResult {
+                        identifier: id,
+                        status_code: 0,
+                        detail: None,
+                    })
+                }
                 other if other.starts_with("sleep:") => {
                     let secs: f64 = other["sleep:".len()..].parse().map_err(|_| {
                         RunError::new("ValueError", format!("bad BEHAVIOR {other:?}"))
@@ -334,14 +347,15 @@ impl Worker for RecordingWorker {
 }
 
 /// What the Prefect engine inside real infrastructure reports: Running, then Completed.
-/// Like a real engine it rides out an API outage (here: retrying for up to two minutes),
-/// so runner tests exercise the worker, not this stand-in.
+/// Like a real engine it rides out an API outage (here: retrying for up to ten minutes,
+/// which only bounds a failure: a restarted server may be slow to come back on a busy
+/// machine), so runner tests exercise the worker, not this stand-in.
 async fn play_engine(ctx: &RunContext, flow_run: &FlowRun) -> Result<(), RunError> {
     for (t, n) in [
         (StateType::Running, "Running"),
         (StateType::Completed, "Completed"),
     ] {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
         loop {
             match ctx
                 .client()

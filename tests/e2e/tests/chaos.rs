@@ -213,9 +213,12 @@ fn merge(total: &mut Verdict, v: Verdict) {
     total.problems.extend(v.problems);
 }
 
-async fn futures_join_all<F: std::future::Future>(fs: Vec<F>) -> Vec<F::Output>
+/// One soak sample: seconds since start, RSS (KiB), open file descriptors, threads.
+type Sample = (u64, u64, usize, u64);
+
+async fn futures_join_all<F>(fs: Vec<F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let handles: Vec<_> = fs.into_iter().map(tokio::spawn).collect();
@@ -951,7 +954,7 @@ async fn soak_for_an_hour_with_faults() -> Result<()> {
         );
     let mut worker = WorkerProcess::spawn(spec)?;
     let csv = dir.path().join("soak.csv");
-    let mut samples: Vec<(u64, u64, usize, u64)> = Vec::new();
+    let mut samples: Vec<Sample> = Vec::new();
     std::fs::write(&csv, "elapsed_s,rss_kib,fds,threads,runs\n")?;
     let start = std::time::Instant::now();
     let end = start + Duration::from_secs(minutes * 60);
@@ -1027,9 +1030,8 @@ async fn soak_for_an_hour_with_faults() -> Result<()> {
     let quarter = |q: usize| {
         let n = samples.len();
         let part = &samples[n * q / 4..(n * (q + 1) / 4).max(n * q / 4 + 1).min(n)];
-        let mean = |f: &dyn Fn(&(u64, u64, usize, u64)) -> f64| {
-            part.iter().map(f).sum::<f64>() / part.len().max(1) as f64
-        };
+        let mean =
+            |f: &dyn Fn(&Sample) -> f64| part.iter().map(f).sum::<f64>() / part.len().max(1) as f64;
         (
             mean(&|s| s.1 as f64),
             mean(&|s| s.2 as f64),

@@ -11,7 +11,8 @@ use k8s_openapi::api::core::v1::Pod;
 use prefect_test_harness::{Backend, FlowRunSpec, PrefectServer, id_of};
 use serde_json::json;
 
-const T: Duration = Duration::from_secs(120);
+/// Bounds a wait that should succeed (generous: it only bounds a failure).
+const T: Duration = Duration::from_secs(180);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_run_and_restarted_still_completes_the_run_once() -> Result<()> {
@@ -33,12 +34,16 @@ async fn a_worker_killed_mid_run_and_restarted_still_completes_the_run_once() ->
         Ok(api.read_work_pool(&pool).await.is_ok())
     })
     .await?;
-    let dep = flow_deployment(&api, &pool, "hello.py:slow", json!({})).await?;
+    // The flow runs until the test creates `release`: after the restarted worker has
+    // adopted its Job, however long that takes on a busy machine.
+    let release = dir.path().join("release");
+    let dep = flow_deployment(&api, &pool, "hello.py:waits_for", json!({})).await?;
     let id = id_of(
         &api.create_flow_run_from_deployment(
             dep,
             &FlowRunSpec {
                 scheduled_time: Some(chrono::Utc::now()),
+                parameters: Some(json!({"release_file": release})),
                 ..FlowRunSpec::default()
             },
         )
@@ -54,13 +59,17 @@ async fn a_worker_killed_mid_run_and_restarted_still_completes_the_run_once() ->
         "restart-worker",
         &dir.path().join("second.log"),
     )?;
+    let second_log = dir.path().join("second.log");
+    until("the restarted worker to adopt the Job", T, || async {
+        Ok(std::fs::read_to_string(&second_log)
+            .unwrap_or_default()
+            .contains("resuming tracking of flow run"))
+    })
+    .await?;
+    std::fs::write(&release, "")?;
     let run = api.wait_for_flow_run_final(id, T).await?;
-    let log2 = std::fs::read_to_string(dir.path().join("second.log")).unwrap_or_default();
+    let log2 = std::fs::read_to_string(&second_log).unwrap_or_default();
     assert_eq!(run["state"]["type"], "COMPLETED", "{run}\n{log2}");
-    assert!(
-        log2.contains("resuming tracking of flow run"),
-        "the restarted worker adopted the Job:\n{log2}"
-    );
     let jobs: Vec<Job> = sim.list(Some("default"));
     assert_eq!(jobs.len(), 1, "one Job, never re-submitted");
     let pods: Vec<Pod> = sim.list(Some("default"));

@@ -21,7 +21,9 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-const T: Duration = Duration::from_secs(60);
+/// Bounds a wait that should succeed; generous, because it only bounds a failure and the
+/// machine may be busy (two tests of this binary, and other binaries' servers, share it).
+const T: Duration = Duration::from_secs(180);
 
 /// One server for this binary, with a short deployment-concurrency slot wait.
 fn server() -> &'static PrefectServer {
@@ -81,6 +83,16 @@ async fn state_types(api: &PrefectApi, id: Uuid) -> Vec<String> {
     api.read_flow_run_state_types(id).await.unwrap_or_default()
 }
 
+/// Waits until the runner behind `proxy` has polled `n` more times: "several polls later",
+/// counted instead of slept.
+async fn polls_later(proxy: &FaultProxy, n: usize) -> Result<()> {
+    let target = proxy.polls() + n;
+    until(&format!("{n} more polls"), T, || async {
+        Ok(proxy.polls() >= target)
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scheduled_run_is_submitted_once_and_its_pid_recorded() -> Result<()> {
     let api = server().api();
@@ -88,14 +100,15 @@ async fn a_scheduled_run_is_submitted_once_and_its_pid_recorded() -> Result<()> 
     let id = scheduled_run(&api, &s, Utc::now()).await?;
     let worker = RecordingWorker::new(recording_template());
     let rec = worker.recorder.clone();
-    let r = Running::start(server().api_url(), worker, options(&s.pool, "once-worker"));
+    let proxy = FaultProxy::start(server().api_url()).await?;
+    let r = Running::start(&proxy.api_url, worker, options(&s.pool, "once-worker"));
     let run = api.wait_for_flow_run_state(id, &["COMPLETED"], T).await?;
     assert_eq!(run["infrastructure_pid"], pid(id));
     assert_eq!(run["labels"]["prefect.worker.name"], "once-worker");
     assert_eq!(run["labels"]["prefect.work-pool.name"], s.pool.as_str());
     // Another few polls must not submit it again.
     let polls_before = rec.record.lock().unwrap().runs.len();
-    tokio::time::sleep(QUERY * 4).await;
+    polls_later(&proxy, 3).await?;
     assert_eq!(
         rec.record
             .lock()
@@ -143,18 +156,30 @@ async fn a_run_inside_the_prefetch_window_is_submitted_early() -> Result<()> {
         "block",
     )
     .await?;
-    let at = Utc::now() + chrono::Duration::seconds(8);
+    // The margins are minutes, not seconds: start-up, poll and submission may take a
+    // while on a busy machine, and "before its scheduled time" must still hold.
+    let at = Utc::now() + chrono::Duration::minutes(10);
     let id = scheduled_run(&api, &s, at).await?;
+    let beyond = scheduled_run(&api, &s, Utc::now() + chrono::Duration::hours(2)).await?;
     let worker = RecordingWorker::new(recording_template());
     let rec = worker.recorder.clone();
-    let r = Running::start(
-        server().api_url(),
-        worker,
-        options(&s.pool, "prefetch-worker"),
-    );
+    let proxy = FaultProxy::start(server().api_url()).await?;
+    let mut o = options(&s.pool, "prefetch-worker");
+    o.prefetch_seconds = 20 * 60;
+    let r = Running::start(&proxy.api_url, worker, o);
     rec.wait_until(T, "the early submission", |r| r.runs.contains(&id))
         .await?;
     assert!(Utc::now() < at, "submitted before its scheduled time");
+    // A run beyond the window stays where it is, poll after poll.
+    polls_later(&proxy, 3).await?;
+    assert!(
+        !rec.record.lock().unwrap().runs.contains(&beyond),
+        "a run scheduled beyond the prefetch window was submitted"
+    );
+    assert_eq!(
+        state_type(&api.read_flow_run(beyond).await?),
+        Some("SCHEDULED")
+    );
     rec.release(id);
     r.stop().await
 }
@@ -323,15 +348,16 @@ async fn limit_bounds_flow_runs_in_flight() -> Result<()> {
     }
     let worker = RecordingWorker::new(recording_template());
     let rec = worker.recorder.clone();
+    let proxy = FaultProxy::start(server().api_url()).await?;
     let r = Running::start(
-        server().api_url(),
+        &proxy.api_url,
         worker,
         options(&s.pool, "limit-worker").with_limit(Some(2)),
     );
     rec.wait_until(T, "two runs in flight", |r| r.in_flight.len() == 2)
         .await?;
     // Several polls later, still two.
-    tokio::time::sleep(QUERY * 5).await;
+    polls_later(&proxy, 5).await?;
     assert_eq!(rec.record.lock().unwrap().max_in_flight, 2);
     // Each finished run frees a slot for the next.
     for _ in 0..5 {
@@ -371,19 +397,21 @@ async fn run_once_polls_once_waits_for_its_runs_and_exits() -> Result<()> {
     let b = scheduled_run(&api, &s, Utc::now()).await?;
     let worker = RecordingWorker::new(recording_template());
     let rec = worker.recorder.clone();
+    let proxy = FaultProxy::start(server().api_url()).await?;
     let runner = Runner::new(
         worker,
-        client(server().api_url()),
+        client(&proxy.api_url),
         options(&s.pool, "run-once-worker").with_run_once(true),
     );
     tokio::time::timeout(T, runner.run(CancellationToken::new())).await??;
     for id in [a, b] {
         assert_eq!(state_type(&api.read_flow_run(id).await?), Some("COMPLETED"));
     }
-    // Nothing polls any more: a new run stays scheduled.
+    // It polled once, and nothing of it is left to poll again: a new run stays scheduled.
+    assert_eq!(proxy.polls(), 1, "run-once polls exactly once");
     let c = scheduled_run(&api, &s, Utc::now()).await?;
-    tokio::time::sleep(QUERY * 3).await;
     assert_eq!(state_type(&api.read_flow_run(c).await?), Some("SCHEDULED"));
+    assert_eq!(proxy.polls(), 1, "no poll after run() returned");
     assert_eq!(rec.record.lock().unwrap().runs.len(), 2);
     Ok(())
 }
@@ -512,11 +540,9 @@ async fn health_turns_503_when_polling_stalls_and_200_again() -> Result<()> {
     })
     .await?;
     own.resume_async().await?;
-    until(
-        "health 200 after recovery",
-        Duration::from_secs(120),
-        || async { Ok(status(http.clone(), url.clone()).await? == 200) },
-    )
+    until("health 200 after recovery", T, || async {
+        Ok(status(http.clone(), url.clone()).await? == 200)
+    })
     .await?;
     stop.cancel();
     task.await??;
@@ -532,7 +558,7 @@ async fn an_api_outage_of_20s_is_ridden_out_and_runs_complete() -> Result<()> {
         "outage",
         "recording",
         &recording_template(),
-        "sleep:12",
+        "complete-on-release",
     )
     .await?;
     // A run whose infrastructure is running when the API goes away, and reports its end
@@ -545,13 +571,148 @@ async fn an_api_outage_of_20s_is_ridden_out_and_runs_complete() -> Result<()> {
         .await?;
     api.wait_for_flow_run(during, |run| run["infrastructure_pid"].is_string(), T)
         .await?;
-    own.stop_for_async(Duration::from_secs(20)).await?;
+    let outage = tokio::spawn(own.stop_for_async(Duration::from_secs(20)));
+    until("the API to be down", T, || async {
+        Ok(!api.healthy().await)
+    })
+    .await?;
+    // The infrastructure ends during the outage (its engine retries until the API is back).
+    rec.release(during);
+    outage.await??;
     assert!(!r.task.is_finished(), "the worker survived the outage");
-    api.wait_for_flow_run_state(during, &["COMPLETED"], Duration::from_secs(120))
+    api.wait_for_flow_run_state(during, &["COMPLETED"], T)
         .await?;
     // And it keeps serving new runs.
     let after = scheduled_run(&api, &s, Utc::now()).await?;
-    api.wait_for_flow_run_state(after, &["COMPLETED"], Duration::from_secs(120))
+    rec.wait_until(T, "the run after the outage", |r| r.runs.contains(&after))
+        .await?;
+    rec.release(after);
+    api.wait_for_flow_run_state(after, &["COMPLETED"], T)
         .await?;
     r.stop().await
+}
+
+/// The pid part of a process worker's `infrastructure_pid` (`<host>:<pid>`).
+fn process_pid(run: &serde_json::Value) -> Result<u32> {
+    let pid = run["infrastructure_pid"].as_str().unwrap_or_default();
+    pid.rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .with_context(|| format!("infrastructure_pid {pid:?} is not <host>:<pid>"))
+}
+
+/// The second `Worker`, `prefect-worker-core/examples/process_worker.rs`, run as a program
+/// the way a newcomer runs it: a real flow to Completed, a cancelled run's process killed,
+/// and the process still running at shutdown stopped by `teardown`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_process_worker_example_runs_cancels_and_tears_down_real_flows() -> Result<()> {
+    use e2e::k8s::{flow_deployment, pool_name};
+    use e2e::process::{process_alive, spawn_process_worker};
+
+    let api = server().api();
+    let dir = tempfile::tempdir()?;
+    let pool = pool_name("process");
+    let log = dir.path().join("worker.log");
+    let mut worker = spawn_process_worker(
+        server().api_url(),
+        &pool,
+        "process-example-worker",
+        &log,
+        dir.path(),
+    )?;
+    let worker_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    until("the example to create its pool", T, || async {
+        Ok(api
+            .read_work_pool(&pool)
+            .await
+            .is_ok_and(|p| p["type"] == "process-example"))
+    })
+    .await?;
+    // One real flow (Python's start-up is the expensive part on a busy machine); the runs
+    // that are stopped run a plain long `sleep`, which is all a kill needs.
+    let hello = flow_deployment(&api, &pool, "hello.py:hello", json!({})).await?;
+    let sleeper = flow_deployment(
+        &api,
+        &pool,
+        "hello.py:hello",
+        json!({"command": "sleep 600"}),
+    )
+    .await?;
+    let completed = scheduled_run_of(&api, hello).await?;
+    let cancelled = scheduled_run_of(&api, sleeper).await?;
+    let at_shutdown = scheduled_run_of(&api, sleeper).await?;
+
+    let run = api
+        .wait_for_flow_run_state(completed, &["COMPLETED", "FAILED", "CRASHED"], T)
+        .await?;
+    assert_eq!(run["state"]["type"], "COMPLETED", "{run}\n{}", worker_log());
+    until("the flow's own log line", T, || async {
+        Ok(api
+            .read_flow_run_log_messages(completed)
+            .await?
+            .iter()
+            .any(|m| m.contains("Hello, world!")))
+    })
+    .await?;
+
+    // Cancelling: kill_infrastructure stops the process, the runner sets Cancelled.
+    let run = api
+        .wait_for_flow_run(cancelled, |r| r["infrastructure_pid"].is_string(), T)
+        .await?;
+    let pid = process_pid(&run)?;
+    assert!(process_alive(pid));
+    api.set_flow_run_state(cancelled, "RUNNING", None, true)
+        .await?;
+    api.set_flow_run_state(cancelled, "CANCELLING", None, true)
+        .await?;
+    let run = api
+        .wait_for_flow_run_state(cancelled, &["CANCELLED"], T)
+        .await?;
+    assert!(
+        run["state"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("cancelled by the worker"),
+        "{run}"
+    );
+    until("the cancelled run's process to end", T, || async {
+        Ok(!process_alive(pid))
+    })
+    .await?;
+
+    // Shutdown: teardown stops the process the runner stopped waiting on.
+    let run = api
+        .wait_for_flow_run(at_shutdown, |r| r["infrastructure_pid"].is_string(), T)
+        .await?;
+    let pid = process_pid(&run)?;
+    assert!(process_alive(pid));
+    worker.terminate()?;
+    let mut status = None;
+    until("the example to exit", T, || {
+        let exited = worker.try_wait().map(|s| {
+            status = s;
+            s.is_some()
+        });
+        async move { exited }
+    })
+    .await?;
+    let status = status.context("exit status")?;
+    assert!(status.success(), "{status}\n{}", worker_log());
+    assert!(
+        !process_alive(pid),
+        "teardown stopped the process left at shutdown\n{}",
+        worker_log()
+    );
+    Ok(())
+}
+
+/// A run of `deployment` scheduled now.
+async fn scheduled_run_of(api: &PrefectApi, deployment: Uuid) -> Result<Uuid> {
+    let spec = FlowRunSpec {
+        scheduled_time: Some(Utc::now()),
+        ..FlowRunSpec::default()
+    };
+    prefect_test_harness::id_of(
+        &api.create_flow_run_from_deployment(deployment, &spec)
+            .await?,
+    )
 }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -77,6 +77,8 @@ pub struct Cluster {
     pub shutdown: CancellationToken,
     /// Container processes currently alive.
     pub running_processes: Arc<AtomicUsize>,
+    /// API requests currently held by a pause (so tests can wait for one to arrive).
+    pub held_requests: AtomicUsize,
 }
 
 impl Cluster {
@@ -102,6 +104,7 @@ impl Cluster {
             config,
             shutdown: CancellationToken::new(),
             running_processes: Arc::new(AtomicUsize::new(0)),
+            held_requests: AtomicUsize::new(0),
         })
     }
 
@@ -171,7 +174,19 @@ impl Cluster {
 
     /// Wait while the API is paused (returns at once when not paused).
     pub async fn wait_unpaused(&self) {
+        /// Counts a held request for as long as it is held, however the wait ends.
+        struct Held<'a>(&'a AtomicUsize);
+        impl Drop for Held<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
         let mut rx = self.faults_changed.subscribe();
+        if !self.faults().paused {
+            return;
+        }
+        self.held_requests.fetch_add(1, Ordering::SeqCst);
+        let _held = Held(&self.held_requests);
         while self.faults().paused {
             tokio::select! {
                 r = rx.changed() => if r.is_err() { return },

@@ -224,6 +224,38 @@ impl ApiError {
         e
     }
 
+    /// 403 Forbidden from the RBAC authorizer: what `user` may not do, in the real
+    /// server's wording and `details` (`kind` is the resource, as the server sends it).
+    pub fn rbac_forbidden(user: &str, request: &crate::rbac::RequestAttributes) -> Self {
+        let qualified = if request.api_group.is_empty() {
+            request.resource.clone()
+        } else {
+            format!("{}.{}", request.resource, request.api_group)
+        };
+        let scope = match &request.namespace {
+            Some(ns) => format!("in the namespace \"{ns}\""),
+            None => "at the cluster scope".to_owned(),
+        };
+        let denial = format!(
+            "User \"{user}\" cannot {} resource \"{}\" in API group \"{}\" {scope}",
+            request.verb,
+            request.resource_path(),
+            request.api_group
+        );
+        let message = match &request.name {
+            Some(name) => format!("{qualified} \"{name}\" is forbidden: {denial}"),
+            None => format!("{qualified} is forbidden: {denial}"),
+        };
+        let mut e = Self::new(403, "Forbidden", message);
+        e.details = Some(Box::new(StatusDetails {
+            name: request.name.clone(),
+            group: Some(request.api_group.clone()).filter(|g| !g.is_empty()),
+            kind: Some(request.resource.clone()),
+            ..Default::default()
+        }));
+        e
+    }
+
     /// 403 Forbidden with a custom message (admission, e.g. quota).
     pub fn forbidden_message(kind: Kind, name: &str, message: impl Into<String>) -> Self {
         let mut e = Self::new(403, "Forbidden", message);

@@ -29,6 +29,8 @@ pub struct FaultConfig {
     pub paused: bool,
     /// Namespaces the client may not touch (403 Forbidden).
     pub forbidden_namespaces: BTreeSet<String>,
+    /// When set, RBAC: resource requests no rule grants are refused with 403.
+    pub rbac: Option<crate::rbac::Rbac>,
 }
 
 impl FaultConfig {

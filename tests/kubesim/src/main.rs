@@ -75,6 +75,20 @@ struct Args {
         value_delimiter = ','
     )]
     quota_exceeded: Vec<String>,
+    /// Enforce RBAC with the Roles and ClusterRoles of this YAML file (e.g. a rendered
+    /// chart or deploy/rbac.yaml): requests they do not grant are answered 403.
+    #[arg(long, env = "KUBESIM_RBAC")]
+    rbac: Option<PathBuf>,
+    /// The user named in RBAC 403 messages.
+    #[arg(long, env = "KUBESIM_RBAC_USER")]
+    rbac_user: Option<String>,
+    /// Namespaces to create at start (repeatable / comma-separated).
+    #[arg(long = "namespace", env = "KUBESIM_NAMESPACES", value_delimiter = ',')]
+    namespaces: Vec<String>,
+    /// Write the CA certificate (PEM) here, with --tls: what a pod's service account
+    /// mount holds as `ca.crt`.
+    #[arg(long, env = "KUBESIM_CA_OUT", requires = "tls")]
+    ca_out: Option<PathBuf>,
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "KUBESIM_LOG", default_value = "info")]
     log: String,
@@ -104,7 +118,33 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         b = b.kubelet_env(k, v);
     }
+    let rbac = match &args.rbac {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("--rbac: cannot read {}: {e}", path.display()))?;
+            let rbac = kubesim::Rbac::from_yaml(&text)
+                .map_err(|e| format!("--rbac {}: {e}", path.display()))?;
+            Some(match &args.rbac_user {
+                Some(u) => rbac.with_user(u),
+                None => rbac,
+            })
+        }
+        None => None,
+    };
     let sim = b.build().start().await?;
+    for ns in &args.namespaces {
+        sim.create(k8s_openapi::api::core::v1::Namespace {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: Some(ns.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        })?;
+    }
+    sim.set_rbac(rbac);
+    if let (Some(path), Some(ca)) = (&args.ca_out, sim.ca_pem()) {
+        std::fs::write(path, ca)?;
+    }
     sim.update_faults(|f| {
         f.error_rate_500 = args.error_rate;
         f.error_rate_503 = args.unavailable_rate;

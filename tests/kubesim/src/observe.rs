@@ -25,6 +25,11 @@ impl RequestRecord {
             .split('&')
             .any(|kv| matches!(kv, "watch=true" | "watch=1"))
     }
+
+    /// What RBAC decides this request on (`None` for discovery and health paths).
+    pub fn attributes(&self) -> Option<crate::rbac::RequestAttributes> {
+        crate::rbac::RequestAttributes::of(&self.method, &self.path, &self.query)
+    }
 }
 
 /// Identifies a watch: the resource plural and the namespace (`None` = cluster-wide).

@@ -323,6 +323,12 @@ impl SimHandle {
         });
     }
 
+    /// Enforce RBAC: from now on, resource requests that no rule of `rbac` grants are
+    /// answered 403 as a real API server does (`None`: allow everything again).
+    pub fn set_rbac(&self, rbac: Option<crate::rbac::Rbac>) {
+        self.update_faults(|f| f.rbac = rbac);
+    }
+
     /// Make pod creation in `namespace` fail with `exceeded quota` (the Job
     /// controller then records FailedCreate events on its Jobs).
     pub fn set_quota_exceeded(&self, namespace: &str, exceeded: bool) {
@@ -356,6 +362,11 @@ impl SimHandle {
     /// Container processes alive right now.
     pub fn running_processes(&self) -> usize {
         self.cluster.running_processes.load(Ordering::SeqCst)
+    }
+
+    /// API requests held by [`SimHandle::pause`] right now.
+    pub fn held_requests(&self) -> usize {
+        self.cluster.held_requests.load(Ordering::SeqCst)
     }
 
     // ---- direct store access -----------------------------------------

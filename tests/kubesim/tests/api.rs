@@ -242,7 +242,7 @@ async fn crud_defaults_and_status_errors() {
 
     // Delete; a second delete is 404.
     jobs.delete("crud", &DeleteParams::default()).await.unwrap();
-    eventually(Duration::from_secs(5), "job gone", || async {
+    eventually(T, "job gone", || async {
         sim.get::<Job>("default", "crud").is_none().then_some(())
     })
     .await;
@@ -403,7 +403,7 @@ async fn raw_watch_events_bookmarks_and_gone() {
     let mut seen = Vec::new();
     let mut bookmark = false;
     while seen.len() < 2 || !bookmark {
-        match tokio::time::timeout(Duration::from_secs(5), stream.try_next())
+        match tokio::time::timeout(T, stream.try_next())
             .await
             .unwrap()
             .unwrap()
@@ -435,7 +435,7 @@ async fn raw_watch_events_bookmarks_and_gone() {
         WatchEvent::Error(e) => assert_eq!((e.code, e.reason.as_str()), (410, "Expired")),
         other => panic!("expected 410, got {other:?}"),
     }
-    eventually(Duration::from_secs(5), "watch closed", || async {
+    eventually(T, "watch closed", || async {
         (sim.watch_counters().open("secrets", Some("default")) == 0).then_some(())
     })
     .await;
@@ -471,10 +471,7 @@ async fn runtime_watcher_relists_after_forced_gone_and_cut() {
         j.metadata.labels = Some([("t".to_string(), "w".to_string())].into());
         jobs.create(&PostParams::default(), &j).await.unwrap();
     }
-    let names = tokio::time::timeout(Duration::from_secs(20), handle)
-        .await
-        .unwrap()
-        .unwrap();
+    let names = tokio::time::timeout(T, handle).await.unwrap().unwrap();
     assert_eq!(names.len(), 3);
     let total = sim.watch_counters().opened_total("pods", Some("default"));
     assert!(
@@ -540,10 +537,13 @@ async fn token_auth_and_fault_knobs() {
     sim.pause();
     let s2 = secrets.clone();
     let pending = tokio::spawn(async move { s2.list(&ListParams::default()).await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    eventually(T, "the request to be held", || async {
+        (sim.held_requests() == 1).then_some(())
+    })
+    .await;
     assert!(!pending.is_finished(), "request should hang while paused");
     sim.resume();
-    tokio::time::timeout(Duration::from_secs(5), pending)
+    tokio::time::timeout(T, pending)
         .await
         .unwrap()
         .unwrap()

@@ -15,8 +15,6 @@ use kube::api::{
 };
 use kubesim::{Kind, SimHandle};
 
-const T: Duration = Duration::from_secs(15);
-
 fn pods_of(sim: &SimHandle, job: &str) -> Vec<Pod> {
     sim.list::<Pod>(Some("default"))
         .into_iter()
@@ -578,18 +576,18 @@ async fn deletion_propagation_and_gc() {
     })
     .await;
 
-    // Foreground: the job waits (deletionTimestamp + finalizer) for its pods.
+    // Foreground: the job waits (deletionTimestamp + finalizer) for its pods. The pod's
+    // process outlives SIGTERM until the test creates `release`, so the Job is seen
+    // waiting however slowly the test runs.
+    let dir = tempfile::tempdir().unwrap();
+    let release = dir.path().join("release");
+    let script = format!(
+        "trap 'while [ ! -e {0} ]; do sleep 0.05; done; exit 0' TERM; while true; do sleep 0.05; done",
+        release.display()
+    );
     jobs.create(
         &PostParams::default(),
-        &job(
-            "fg",
-            "x",
-            Some(vec![
-                "sh",
-                "-c",
-                "trap 'sleep 0.3; exit 0' TERM; while true; do sleep 0.05; done",
-            ]),
-        ),
+        &job("fg", "x", Some(vec!["sh", "-c", &script])),
     )
     .await
     .unwrap();
@@ -619,6 +617,7 @@ async fn deletion_propagation_and_gc() {
             .unwrap()
             .contains(&"foregroundDeletion".to_string())
     );
+    std::fs::write(&release, "").unwrap();
     eventually(T, "fg gone", || async {
         (sim.get::<Job>("default", "fg").is_none() && pods_of(&sim, "fg").is_empty()).then_some(())
     })

@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::Path;
-use std::time::Duration;
 
 use common::*;
 use k8s_openapi::api::batch::v1::Job;
@@ -81,14 +80,7 @@ async fn kubectl_get_apply_logs_delete() {
     let (ok, out, err) = kubectl(&kc, &["apply", "-f", manifest.to_str().unwrap()]).await;
     assert!(ok, "apply failed: {err}");
     assert!(out.contains("job.batch/kubectl-job created"), "{out}");
-    wait_job_condition(
-        &sim,
-        "default",
-        "kubectl-job",
-        "Complete",
-        Duration::from_secs(15),
-    )
-    .await;
+    wait_job_condition(&sim, "default", "kubectl-job", "Complete", T).await;
 
     // Re-apply is a no-op patch; a changed label is patched in.
     let (ok, out, err) = kubectl(&kc, &["apply", "-f", manifest.to_str().unwrap()]).await;
@@ -133,7 +125,7 @@ async fn kubectl_get_apply_logs_delete() {
     assert!(ok, "delete failed: {err}");
     assert!(out.contains("deleted"), "{out}");
     assert!(sim.get::<Job>("default", "kubectl-job").is_none());
-    eventually(Duration::from_secs(10), "pods collected", || async {
+    eventually(T, "pods collected", || async {
         sim.list::<k8s_openapi::api::core::v1::Pod>(Some("default"))
             .is_empty()
             .then_some(())

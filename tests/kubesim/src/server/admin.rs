@@ -4,7 +4,7 @@
 //!
 //! | method | path | effect |
 //! |---|---|---|
-//! | GET | `/_sim/faults` | current [`FaultConfig`] |
+//! | GET | `/_sim/faults` | current [`FaultConfig`] (its `rbac` holds the RBAC rules, if any) |
 //! | PUT | `/_sim/faults` | replace it (JSON body, camelCase fields) |
 //! | PATCH | `/_sim/faults` | merge-patch it |
 //! | POST | `/_sim/pause`, `/_sim/resume` | hold / release API requests |

@@ -85,6 +85,16 @@ async fn dispatch(
     if let Some(ns) = ns_in_scope.filter(|ns| forbidden.contains(ns)) {
         return Err(ApiError::forbidden(req.kind, verb(&req), &ns));
     }
+    if let Some(rbac) = &cluster.faults().rbac {
+        rbac.authorize(&crate::rbac::RequestAttributes::new(
+            req.kind,
+            req.method.as_str(),
+            flag(&req.query, "watch"),
+            req.namespace.clone(),
+            req.name.clone(),
+            req.subresource.clone(),
+        ))?;
+    }
     let sub = req.subresource.as_deref();
     match (&req.method, req.name.as_deref(), sub) {
         (&Method::GET, None, None) if flag(&req.query, "watch") => {

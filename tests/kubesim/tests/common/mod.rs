@@ -25,6 +25,10 @@ pub async fn client_for(sim: &SimHandle) -> kube::Client {
     kube::Client::try_from(cfg).expect("client")
 }
 
+/// Bounds a wait that should succeed. Generous: it only bounds a failure, and container
+/// processes start slowly on a busy machine.
+pub const T: Duration = Duration::from_secs(120);
+
 /// Poll `f` until it returns Some, or panic after `timeout`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
 where

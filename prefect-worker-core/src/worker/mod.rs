@@ -1,4 +1,12 @@
-//! The contract between the generic runner and one kind of infrastructure.
+//! The contract between the generic runner and one kind of infrastructure: the
+//! [`Worker`] trait and everything its methods take and return ([`RunContext`] with its
+//! [`FlowRunLogger`], [`WorkerResult`], [`RunError`], [`KillError`]).
+//!
+//! It sits below the runner: it names the client and the job configuration, never the
+//! runner that drives it, so a worker for another platform depends on this module alone.
+
+mod context;
+mod logger;
 
 use std::time::Duration;
 
@@ -6,8 +14,11 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use crate::client::models::FlowRun;
+use crate::events::EventEmitter;
 use crate::job_config::JobConfiguration;
-use crate::runner::RunContext;
+
+pub use context::{CLAIM_EXPIRED, RunContext};
+pub use logger::{FlowRunLogger, Level};
 
 /// What a finished [`Worker::run`] reports (Python's `BaseWorkerResult`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +70,20 @@ pub enum KillError {
     /// The identifier is malformed or the kill failed otherwise.
     #[error("{0}")]
     Other(String),
+    /// This worker cannot stop infrastructure at all (Python's `NotImplementedError`).
+    /// Such a worker should also answer `false` from [`Worker::can_kill_infrastructure`].
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// A package reported to Prefect as part of the worker's metadata (Python's
+/// `Integration`: the installed Prefect collections and their versions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Integration {
+    /// The package name, e.g. `prefect-kubernetes`.
+    pub name: String,
+    /// Its version, e.g. `0.8.0`.
+    pub version: String,
 }
 
 /// What [`Worker::find_infrastructure`] found for a flow run.
@@ -111,13 +136,29 @@ pub trait Worker: Send + Sync + 'static {
         ctx: RunContext,
     ) -> Result<WorkerResult, RunError>;
 
-    /// Stops the infrastructure `infrastructure_pid`, giving it `grace` to shut down.
+    /// Stops the infrastructure `infrastructure_pid`, giving it `grace` to shut down. Used by
+    /// the cancellation loop and by the server's cleanup delivery (the worker channel's
+    /// `cancelling_timeout_teardown.v1`).
     async fn kill_infrastructure(
         &self,
         infrastructure_pid: &str,
         configuration: &Self::Configuration,
         grace: Duration,
     ) -> Result<(), KillError>;
+
+    /// Whether [`Worker::kill_infrastructure`] can stop infrastructure. Only a worker that can
+    /// asks the server for cleanup delivery over the worker channel (Python offers it only
+    /// when the worker class implements `kill_infrastructure`). Default: `true`.
+    fn can_kill_infrastructure(&self) -> bool {
+        true
+    }
+
+    /// The integrations this worker reports as its metadata (`{"integrations": [...]}`): in
+    /// the first worker-channel hello, or once in a Prefect Cloud heartbeat. Default: none,
+    /// and then no metadata is sent.
+    fn integrations(&self) -> Vec<Integration> {
+        Vec::new()
+    }
 
     /// Infrastructure this worker started before it was restarted and that has not finished:
     /// `(flow run id, identifier)` pairs. The runner resumes waiting on the ones whose flow
@@ -164,4 +205,12 @@ pub trait Worker: Send + Sync + 'static {
 
     /// Releases resources at shutdown. Runs once, after the last `run` has ended or been dropped.
     async fn teardown(&self) {}
+
+    /// Receives the runner's event emitter, once, when the runner is built (before any
+    /// `run`), so the worker can emit events of its own (the Kubernetes worker's pod
+    /// events). The emitter is [`EventEmitter::disabled`] when events are off. The default
+    /// ignores it.
+    fn attach_events(&self, events: &EventEmitter) {
+        let _ = events;
+    }
 }

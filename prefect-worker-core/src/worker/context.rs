@@ -4,9 +4,8 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
+use super::{FlowRunLogger, RunError};
 use crate::client::PrefectClient;
-use crate::runner::flow_run_logs::FlowRunLogger;
-use crate::worker::RunError;
 
 /// The `type_name` of the [`RunError`] from [`RunContext::check_claim`]: the runner returns
 /// such a run to the queue instead of crashing it.
@@ -20,6 +19,7 @@ pub struct RunContext {
     logger: FlowRunLogger,
     client: PrefectClient,
     claim_deadline: Option<Instant>,
+    submitted_at: Option<Instant>,
 }
 
 impl RunContext {
@@ -33,6 +33,7 @@ impl RunContext {
                 logger,
                 client,
                 claim_deadline: None,
+                submitted_at: None,
             },
             rx,
         )
@@ -80,6 +81,20 @@ impl RunContext {
     #[must_use]
     pub fn has_started(&self) -> bool {
         self.started.is_none()
+    }
+
+    /// When this runner's `Submitting` proposal for the run was accepted: the run was then
+    /// PENDING, claimed by this worker. `None` for runs adopted after a restart, or when
+    /// the proposal was not accepted. A worker may use it to skip re-reading the run's
+    /// state shortly after the claim.
+    #[must_use]
+    pub fn submitted_at(&self) -> Option<Instant> {
+        self.submitted_at
+    }
+
+    /// Records when `Submitting` was accepted (the runner does this).
+    pub fn set_submitted_at(&mut self, at: Instant) {
+        self.submitted_at = Some(at);
     }
 
     /// Writes to the flow run's logs in Prefect (and the worker's log).
