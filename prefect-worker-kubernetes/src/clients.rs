@@ -39,7 +39,7 @@ pub enum ClientConfigError {
 
 /// The cache key of a cluster configuration: "" for the default, else its canonical JSON.
 #[must_use]
-pub fn cluster_key(cluster_config: Option<&Value>) -> String {
+pub(crate) fn cluster_key(cluster_config: Option<&Value>) -> String {
     match cluster_config {
         None | Some(Value::Null) => String::new(),
         Some(v) => v.to_string(),

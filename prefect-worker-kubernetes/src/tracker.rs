@@ -31,7 +31,7 @@ use crate::pod_replicator::PodEventReplicator;
 #[derive(Debug, Clone)]
 pub enum Observation {
     Job(Arc<Job>),
-    JobDeleted(Arc<Job>),
+    JobDeleted,
     Pod(Arc<Pod>),
     PodDeleted(String),
     /// A `FailedCreate` event about the Job (only while the run asked for events).
@@ -84,8 +84,8 @@ impl NamespaceIndex {
     }
 
     fn delete_job(&mut self, name: &str) {
-        if let Some(job) = self.jobs.remove(name) {
-            self.notify(name, Observation::JobDeleted(job));
+        if self.jobs.remove(name).is_some() {
+            self.notify(name, Observation::JobDeleted);
         }
     }
 
@@ -323,33 +323,12 @@ impl Tracker {
         let _ = self.pod_events.set(replicator);
     }
 
-    /// The pod-event replicator, when pod events are on.
-    #[must_use]
-    pub fn pod_events(&self) -> Option<&PodEventReplicator> {
-        self.pod_events.get()
-    }
-
     /// The label selector the watches use.
     #[must_use]
     pub fn selector(&self) -> &str {
         &self.selector
     }
 
-    /// How many namespaces are watched (each with two watches).
-    #[must_use]
-    pub fn watched_namespaces(&self) -> usize {
-        self.namespaces.lock().map_or(0, |n| n.len())
-    }
-
-    /// How many namespaces have their FailedCreate events watch running now.
-    #[must_use]
-    pub fn events_watches(&self) -> usize {
-        self.namespaces.lock().map_or(0, |n| {
-            n.values()
-                .filter(|w| lock(&w.index).events.is_running())
-                .count()
-        })
-    }
 
     /// Subscribes to the Job `job` in `key`'s namespace, starting that namespace's watches
     /// with `client` when it is the first.
@@ -569,7 +548,7 @@ mod tests {
         idx.finish_pod_relist();
         idx.finish_job_relist();
         assert!(matches!(rx.try_recv(), Ok(Observation::PodDeleted(n)) if n == "a-1"));
-        assert!(matches!(rx.try_recv(), Ok(Observation::JobDeleted(_))));
+        assert!(matches!(rx.try_recv(), Ok(Observation::JobDeleted)));
         assert!(idx.jobs.is_empty());
     }
 

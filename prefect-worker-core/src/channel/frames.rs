@@ -19,7 +19,9 @@ pub const SNAPSHOT_CAPABILITY: &str = "work_pool_snapshot.v1";
 pub const CLEANUP_CAPABILITY: &str = "cleanup_delivery.v1";
 /// The cleanup kind sent when a run stayed CANCELLING past the server's timeout.
 pub const CANCELLING_TIMEOUT_TEARDOWN: &str = "cancelling_timeout_teardown.v1";
-/// The other cleanup kind the protocol defines (for claims; this worker does not handle it).
+/// The other cleanup kind the protocol defines (for claims; this worker does not handle it:
+/// it releases them, which its tests check).
+#[cfg(test)]
 pub const PENDING_CLAIM_TEARDOWN: &str = "pending_claim_teardown.v1";
 
 /// The close reasons of the protocol, with their policy (`WORKER_CHANNEL_CLOSE_POLICIES`):

@@ -5,7 +5,7 @@
 //! 2. render the pool's `job_configuration` template with them ([`crate::templating`]),
 //! 3. resolve `prefect.blocks.*` / `$ref` and `prefect.variables.*` through [`TemplateLookups`]
 //!    (the only I/O, behind a trait so tests and previews can serve it from memory; the
-//!    REST client's implementation is in [`lookups`]),
+//!    REST client's implementation is in `lookups`),
 //! 4. validate into the worker's [`JobConfiguration`] type,
 //! 5. `prepare_for_flow_run`: env, labels, name, command (pure).
 
@@ -16,10 +16,10 @@ use crate::templating::ResolveError;
 
 pub mod base;
 pub mod fields;
-pub mod lookups;
+mod lookups;
 pub mod merge;
 pub mod pipeline;
-pub mod settings_env;
+mod settings_env;
 pub mod shlex;
 
 /// Templating's lookups, re-exported where configuration is built.

@@ -182,7 +182,7 @@ impl<W: Worker> Runner<W> {
         self.inner.events.emitter.clone()
     }
 
-    /// The health state, for [`health::serve`].
+    /// The health state, for [`super::health::serve`].
     #[must_use]
     pub fn health(&self) -> Arc<HealthState> {
         self.inner.health.clone()

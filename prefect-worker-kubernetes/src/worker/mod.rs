@@ -144,12 +144,6 @@ impl KubernetesWorker {
         }
     }
 
-    /// The shared tracker (how many namespaces are watched, for metrics and tests).
-    #[must_use]
-    pub fn tracker(&self) -> &Tracker {
-        &self.tracker
-    }
-
     /// The `stream_output` log streams open now.
     #[must_use]
     pub fn log_streams_open(&self) -> usize {
@@ -178,7 +172,7 @@ impl KubernetesWorker {
 /// The server-side selector for this worker's Jobs and pods: Prefect's run label plus the
 /// worker's own name label, so several workers can share a namespace.
 #[must_use]
-pub fn label_selector(worker_name: &str) -> String {
+pub(crate) fn label_selector(worker_name: &str) -> String {
     format!(
         "prefect.io/flow-run-id,prefect.io/worker-name={}",
         prefect_worker_core::slug::slug_label_value(worker_name)
