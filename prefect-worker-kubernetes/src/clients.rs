@@ -29,7 +29,9 @@ pub enum ClientConfigError {
         "no Kubernetes configuration found: not in a cluster ({in_cluster}) and no kubeconfig ({kubeconfig}). Set KUBECONFIG or run the worker in a pod"
     )]
     NotFound {
+        /// Why the in-cluster configuration could not be used.
         in_cluster: String,
+        /// Why no kubeconfig could be used.
         kubeconfig: String,
     },
     /// The configuration was found but the client could not be built from it.

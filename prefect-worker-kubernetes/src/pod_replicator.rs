@@ -131,9 +131,15 @@ impl PodEventReplicator {
     }
 
     /// How many pods are remembered.
-    #[cfg(test)]
+    #[must_use]
     pub fn remembered(&self) -> usize {
         self.lock().0.len()
+    }
+
+    /// How many server lookups (start-up de-duplication) are in flight.
+    #[must_use]
+    pub fn lookups_in_flight(&self) -> usize {
+        self.lock().0.values().filter(|s| s.checking).count()
     }
 
     /// For a listed pod: asks the server about each event (in order) and emits those it

@@ -323,12 +323,17 @@ impl Tracker {
         let _ = self.pod_events.set(replicator);
     }
 
+    /// The pod-event replicator, when pod events are on.
+    #[must_use]
+    pub fn pod_events(&self) -> Option<&PodEventReplicator> {
+        self.pod_events.get()
+    }
+
     /// The label selector the watches use.
     #[must_use]
     pub fn selector(&self) -> &str {
         &self.selector
     }
-
 
     /// Subscribes to the Job `job` in `key`'s namespace, starting that namespace's watches
     /// with `client` when it is the first.

@@ -297,9 +297,12 @@ impl Ready {
 /// What a cleanup targets. Both kinds carry the flow run; other fields are kept.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct CleanupTarget {
+    /// The flow run whose infrastructure is to be torn down.
     pub flow_run_id: Uuid,
+    /// Its infrastructure, as the worker reported it (absent for claims not yet started).
     #[serde(default)]
     pub infrastructure_pid: Option<String>,
+    /// Other fields of the target, kept as sent.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, Value>,
 }

@@ -31,7 +31,9 @@ pub enum RunnerError {
     /// The work pool cannot be read or created and never will be (e.g. a reserved name).
     #[error("cannot set up work pool '{pool}': {source}")]
     WorkPool {
+        /// The work pool's name.
         pool: String,
+        /// The API's answer.
         #[source]
         source: ClientError,
     },

@@ -144,6 +144,24 @@ impl KubernetesWorker {
         }
     }
 
+    /// How many pods the pod-event replication remembers now (0 when pod events are off).
+    #[must_use]
+    pub fn pod_events_remembered(&self) -> usize {
+        self.tracker
+            .pod_events()
+            .map_or(0, PodEventReplicator::remembered)
+    }
+
+    /// How many start-up look-ups (is this pod event already stored on the server?) are in
+    /// flight now (0 when pod events are off). A restarted worker emits a relisted pod's
+    /// events only once these have answered.
+    #[must_use]
+    pub fn pod_event_lookups_in_flight(&self) -> usize {
+        self.tracker
+            .pod_events()
+            .map_or(0, PodEventReplicator::lookups_in_flight)
+    }
+
     /// The `stream_output` log streams open now.
     #[must_use]
     pub fn log_streams_open(&self) -> usize {
