@@ -96,9 +96,9 @@ impl PrefectClient {
     }
 
     /// Counts every request of this client (and its clones) in `metrics`:
-    /// `prefect_worker_api_requests_total` and `..._duration_seconds` by route template
-    /// (see [`crate::metrics::api`]). [`crate::runner::Runner::new`] does this when its
-    /// options carry metrics; the first registry attached wins.
+    /// `prefect_worker_api_requests_total` and `..._duration_seconds` by route template,
+    /// never a concrete id (see [`crate::metrics`]). [`crate::runner::Runner::new`] does
+    /// this when its options carry metrics; the first registry attached wins.
     pub fn attach_metrics(&self, metrics: &crate::metrics::Metrics) {
         self.inner.attach_metrics(metrics);
     }
