@@ -27,7 +27,7 @@ use uuid::Uuid;
 use super::engine::Inner;
 use super::propose::propose;
 use crate::client::ClientError;
-use crate::client::models::{FlowRun, SetStateStatus, StateCreate, StateType};
+use crate::client::models::{FlowRun, SetStateStatus, State, StateCreate, StateType};
 use crate::metrics::runner::RunOutcome;
 use crate::worker::{FlowRunLogger, Worker};
 
@@ -55,6 +55,11 @@ impl Claim {
     fn renew(&mut self, sent_at: Instant, id: Option<Uuid>) {
         self.sent_at = sent_at;
         self.state_ids.extend(id);
+    }
+
+    /// Whether `state` is one this claim put on the run (its Pending or Submitting).
+    pub(super) fn created(&self, state: Uuid) -> bool {
+        self.state_ids.contains(&state)
     }
 
     /// The id of the Pending state the claim created, when the server said.
@@ -116,7 +121,7 @@ impl<W: Worker> Inner<W> {
     ) -> SubmittingOutcome {
         let timeout = self.options.claim_timeout;
         if Instant::now() >= claim.deadline(timeout) {
-            self.release_claim(flow_run, logger, &self.claim_expired_reason())
+            self.release_claim(flow_run, logger, Some(claim), &self.claim_expired_reason())
                 .await;
             return SubmittingOutcome::Stop;
         }
@@ -172,15 +177,51 @@ impl<W: Worker> Inner<W> {
         )
     }
 
-    /// Gives an unstarted claim back to the queue (Scheduled, "Rescheduled"). If that
-    /// fails, the run stays Pending without infrastructure and any worker's reconciler
-    /// returns it later.
+    /// Gives an unstarted claim back to the queue (Scheduled, "Rescheduled"), but only while
+    /// the run is still in a state this claim created: the server accepts SCHEDULED from
+    /// any state, a final one included, so a run that another worker claimed and finished
+    /// meanwhile would otherwise be queued (and run) again. There is no compare-and-set;
+    /// the read right before the proposal leaves one request's window. Without the claim
+    /// (it is not known), the run must at least still be Pending with no infrastructure.
+    /// If the run cannot be read, it is left Pending: the reconciler of any worker returns
+    /// it once the claim is 2·D old, after its own checks.
     pub(super) async fn release_claim(
         &self,
         flow_run: &FlowRun,
         logger: &FlowRunLogger,
+        claim: Option<&Claim>,
         why: &str,
     ) {
+        match self.client.read_flow_run(flow_run.id).await {
+            Ok(current) => {
+                let state = current.state.as_ref();
+                let ours = match (claim, state.and_then(|s| s.id)) {
+                    (Some(c), Some(id)) if c.pending_state().is_some() => c.created(id),
+                    _ => {
+                        current.state_type() == Some(&StateType::Pending)
+                            && current.infrastructure_pid.is_none()
+                    }
+                };
+                if !ours {
+                    logger.info(format!(
+                        "Flow run '{}' moved on while this worker was submitting it (now {}); leaving it as it is",
+                        flow_run.name,
+                        state.map_or_else(|| "none".to_owned(), State::display_name)
+                    ));
+                    self.metrics.finished(RunOutcome::ClaimLost);
+                    return;
+                }
+            }
+            Err(ClientError::NotFound(_)) => return,
+            Err(e) => {
+                logger.warning(format!(
+                    "Could not check flow run '{}' before returning it to the queue ({e}); a worker of the pool will do so once the claim is {} s old",
+                    flow_run.name,
+                    (self.options.claim_timeout * 2).as_secs_f64()
+                ));
+                return;
+            }
+        }
         let message = format!("Returned to the queue: {why}.");
         match propose(&self.client, flow_run.id, &rescheduled(&message), false).await {
             Ok(r) if r.status == SetStateStatus::Accept => {

@@ -134,8 +134,13 @@ impl<W: Worker> Inner<W> {
         // creating infrastructure now could run it twice.
         let deadline = claim.deadline(self.options.claim_timeout);
         if std::time::Instant::now() >= deadline {
-            self.release_claim(&flow_run, &logger, &self.claim_expired_reason())
-                .await;
+            self.release_claim(
+                &flow_run,
+                &logger,
+                Some(&claim),
+                &self.claim_expired_reason(),
+            )
+            .await;
             self.untrack(flow_run.id);
             return;
         }
@@ -168,6 +173,21 @@ impl<W: Worker> Inner<W> {
         };
         if let Some(Ok(r)) = &early {
             self.emit_executed(submitted.as_ref(), &r.identifier, r.status_code);
+        }
+        // The worker gave up creating infrastructure at the claim deadline: give the run
+        // back, checked against this claim.
+        if let Some(Err(e)) = &early
+            && e.type_name == CLAIM_EXPIRED
+        {
+            self.release_claim(
+                &flow_run,
+                &logger,
+                Some(&claim),
+                &self.claim_expired_reason(),
+            )
+            .await;
+            self.untrack(flow_run.id);
+            return;
         }
         drop(_slot);
         submitting.done();
@@ -292,15 +312,40 @@ impl<W: Worker> Inner<W> {
         if let Some(p) = &pool {
             labels.insert("prefect.work-pool.id".into(), json!(p.id.to_string()));
         }
-        self.client
-            .update_flow_run_labels(flow_run.id, &labels)
-            .await?;
+        self.label_flow_run(flow_run, &labels).await?;
         // 5. Submitting, which also renews the claim for the create step (`claim.rs`).
         let submitted_at = match self.propose_submitting(flow_run, logger, &mut claim).await {
             SubmittingOutcome::Proceed { accepted_at } => accepted_at,
             SubmittingOutcome::Stop => return Ok(None),
         };
         Ok(Some((configuration, submitted, claim, submitted_at)))
+    }
+
+    /// PATCHes the worker's labels onto the run. Idempotent, so a server error (a 500 from a
+    /// database busy with a burst, which Prefect's client does not retry) is retried a few
+    /// times before it fails the submission: a run should not crash for the server's
+    /// momentary trouble with a write that can simply be repeated.
+    async fn label_flow_run(
+        &self,
+        flow_run: &FlowRun,
+        labels: &serde_json::Map<String, Value>,
+    ) -> Result<(), ClientError> {
+        const ATTEMPTS: u32 = 4;
+        let mut attempt = 1;
+        loop {
+            match self
+                .client
+                .update_flow_run_labels(flow_run.id, labels)
+                .await
+            {
+                Err(ClientError::Server(e)) if attempt < ATTEMPTS => {
+                    tracing::debug!(flow_run_id = %flow_run.id, error = %e, attempt, "labelling the flow run failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(250 << attempt)).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Whether the run is still in the Pending state this worker's claim created.
@@ -483,7 +528,7 @@ impl<W: Worker> Inner<W> {
                 }
             }
             Err(e) if !started && e.type_name == CLAIM_EXPIRED => {
-                self.release_claim(flow_run, logger, &self.claim_expired_reason())
+                self.release_claim(flow_run, logger, None, &self.claim_expired_reason())
                     .await;
             }
             Err(e) if !started => {
