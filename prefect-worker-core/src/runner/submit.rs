@@ -313,6 +313,16 @@ impl<W: Worker> Inner<W> {
             labels.insert("prefect.work-pool.id".into(), json!(p.id.to_string()));
         }
         self.label_flow_run(flow_run, &labels).await?;
+        // Confirm the claim once more right before Submitting: the server accepts Submitting
+        // (a PENDING) from any state, a final one included, so a claim overtaken while the
+        // labels were written (its rival already ran the run to the end) would otherwise
+        // run it a second time. Seen under load in the two-runner test: the two Pending
+        // proposals were accepted a second apart, the first check came before the second
+        // was committed, and the labels PATCH took seconds.
+        if !self.verify_claim(flow_run, &claim, logger).await {
+            self.metrics.finished(RunOutcome::ClaimLost);
+            return Ok(None);
+        }
         // 5. Submitting, which also renews the claim for the create step (`claim.rs`).
         let submitted_at = match self.propose_submitting(flow_run, logger, &mut claim).await {
             SubmittingOutcome::Proceed { accepted_at } => accepted_at,
