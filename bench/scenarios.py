@@ -197,13 +197,9 @@ def startup(ctx: Ctx) -> dict:
     for name, c in ctx.contenders.items():
         reps = ctx.n["startup_reps_" + name]
         pool, _ = setup_pool(ctx, f"idle-{name}", {}, paused=False)
-        # One round trip of the poll itself, from the driver (the floor under "start →
-        # first poll" on this server and machine).
+        # One round trip of the poll itself, from the driver, after each repetition (the
+        # floor under "start → first poll" on this server and machine at that moment).
         rtts = []
-        for _ in range(7):
-            t = time.time()
-            ctx.server.call("POST", f"/work_pools/{pool}/get_scheduled_flow_runs", {})
-            rtts.append((time.time() - t) * 1000)
         samples = []
         k8s_at_start: dict = {}
         for _ in range(reps):
@@ -218,6 +214,9 @@ def startup(ctx: Ctx) -> dict:
             # What the worker asks of Kubernetes when it starts (kubesim must serve it all).
             k8s_at_start = {f"{k8s_endpoint(r)} → {r['status']}": 1 for r in ctx.sim.requests()}
             w.stop()
+            t = time.time()
+            ctx.server.call("POST", f"/work_pools/{pool}/get_scheduled_flow_runs", {})
+            rtts.append((time.time() - t) * 1000)
         out[name] = {
             "runs": samples,
             "first_poll_ms_median": statistics.median(s["first_poll_ms"] for s in samples),
