@@ -106,7 +106,7 @@ pub enum WorkPoolCommand {
     Other(Vec<String>),
 }
 
-/// Whether the process was invoked as `prefect` (argv[0]'s file name).
+/// Whether the process was invoked as `prefect` (the file name of `argv[0]`).
 #[must_use]
 pub fn invoked_as_prefect(argv0: Option<&std::ffi::OsStr>) -> bool {
     argv0

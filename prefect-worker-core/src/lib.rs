@@ -9,6 +9,9 @@
 //! contract: [`Worker`], [`RunContext`], results and errors); then [`runner`], which
 //! drives any `Worker`.
 
+// Every public item is documented: the crate is used as a library (docs/api.md).
+#![warn(missing_docs)]
+
 pub mod channel;
 pub mod client;
 pub mod events;

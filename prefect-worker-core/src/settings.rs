@@ -26,16 +26,31 @@ pub enum SettingsError {
     #[error(
         "cannot read Prefect profiles file {path}: {reason}. Fix the file or point PREFECT_PROFILES_PATH elsewhere"
     )]
-    ReadProfiles { path: PathBuf, reason: String },
+    ReadProfiles {
+        /// The profiles file.
+        path: PathBuf,
+        /// Why it could not be read or parsed.
+        reason: String,
+    },
     /// `PREFECT_PROFILE` names a profile the file does not have.
     #[error(
         "profile {name:?} (from PREFECT_PROFILE) is not in {path}; create it with `prefect profile create` or unset PREFECT_PROFILE"
     )]
-    UnknownProfile { name: String, path: PathBuf },
+    UnknownProfile {
+        /// The profile asked for.
+        name: String,
+        /// The profiles file searched.
+        path: PathBuf,
+    },
     /// A setting has a value of the wrong type. The value itself is not repeated, since
     /// it may be a secret.
     #[error("setting {key} has an invalid value: expected {expected}")]
-    InvalidValue { key: String, expected: &'static str },
+    InvalidValue {
+        /// The setting's name, e.g. `PREFECT_API_TLS_INSECURE_SKIP_VERIFY`.
+        key: String,
+        /// What kind of value it takes, e.g. `a boolean`.
+        expected: &'static str,
+    },
 }
 
 /// The environment and the active profile, merged with the environment winning.

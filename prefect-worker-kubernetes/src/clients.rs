@@ -29,7 +29,9 @@ pub enum ClientConfigError {
         "no Kubernetes configuration found: not in a cluster ({in_cluster}) and no kubeconfig ({kubeconfig}). Set KUBECONFIG or run the worker in a pod"
     )]
     NotFound {
+        /// Why the in-cluster configuration could not be used.
         in_cluster: String,
+        /// Why no kubeconfig could be used.
         kubeconfig: String,
     },
     /// The configuration was found but the client could not be built from it.
@@ -39,7 +41,7 @@ pub enum ClientConfigError {
 
 /// The cache key of a cluster configuration: "" for the default, else its canonical JSON.
 #[must_use]
-pub fn cluster_key(cluster_config: Option<&Value>) -> String {
+pub(crate) fn cluster_key(cluster_config: Option<&Value>) -> String {
     match cluster_config {
         None | Some(Value::Null) => String::new(),
         Some(v) => v.to_string(),

@@ -71,7 +71,7 @@ impl Category {
 
     /// A scheduling delay that an autoscaling cluster may resolve by itself; only the
     /// optional pending timeout crashes it.
-    #[must_use]
+    #[cfg(test)]
     pub fn is_scheduling_delay(self) -> bool {
         matches!(
             self,

@@ -78,7 +78,8 @@ impl EventsSource {
         self.forbidden
     }
 
-    /// Whether the events watch of this namespace is running (tests, metrics).
+    /// Whether the events watch of this namespace is running.
+    #[cfg(test)]
     pub(crate) fn is_running(&self) -> bool {
         self.running.is_some()
     }

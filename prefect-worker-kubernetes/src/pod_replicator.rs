@@ -130,7 +130,7 @@ impl PodEventReplicator {
         self.lock().0.remove(uid);
     }
 
-    /// How many pods are remembered (tests, metrics).
+    /// How many pods are remembered.
     #[must_use]
     pub fn remembered(&self) -> usize {
         self.lock().0.len()

@@ -31,7 +31,7 @@ use crate::pod_replicator::PodEventReplicator;
 #[derive(Debug, Clone)]
 pub enum Observation {
     Job(Arc<Job>),
-    JobDeleted(Arc<Job>),
+    JobDeleted,
     Pod(Arc<Pod>),
     PodDeleted(String),
     /// A `FailedCreate` event about the Job (only while the run asked for events).
@@ -84,8 +84,8 @@ impl NamespaceIndex {
     }
 
     fn delete_job(&mut self, name: &str) {
-        if let Some(job) = self.jobs.remove(name) {
-            self.notify(name, Observation::JobDeleted(job));
+        if self.jobs.remove(name).is_some() {
+            self.notify(name, Observation::JobDeleted);
         }
     }
 
@@ -335,22 +335,6 @@ impl Tracker {
         &self.selector
     }
 
-    /// How many namespaces are watched (each with two watches).
-    #[must_use]
-    pub fn watched_namespaces(&self) -> usize {
-        self.namespaces.lock().map_or(0, |n| n.len())
-    }
-
-    /// How many namespaces have their FailedCreate events watch running now.
-    #[must_use]
-    pub fn events_watches(&self) -> usize {
-        self.namespaces.lock().map_or(0, |n| {
-            n.values()
-                .filter(|w| lock(&w.index).events.is_running())
-                .count()
-        })
-    }
-
     /// Subscribes to the Job `job` in `key`'s namespace, starting that namespace's watches
     /// with `client` when it is the first.
     pub fn subscribe(&self, key: &WatchKey, client: &Client, job: &str) -> Subscription {
@@ -569,7 +553,7 @@ mod tests {
         idx.finish_pod_relist();
         idx.finish_job_relist();
         assert!(matches!(rx.try_recv(), Ok(Observation::PodDeleted(n)) if n == "a-1"));
-        assert!(matches!(rx.try_recv(), Ok(Observation::JobDeleted(_))));
+        assert!(matches!(rx.try_recv(), Ok(Observation::JobDeleted)));
         assert!(idx.jobs.is_empty());
     }
 

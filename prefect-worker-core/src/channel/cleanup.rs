@@ -600,7 +600,7 @@ mod tests {
         exec.submit(message(
             "claim",
             chrono::Duration::seconds(60),
-            "pending_claim_teardown.v1",
+            super::super::frames::PENDING_CLAIM_TEARDOWN,
         ));
         let release = next(&mut rx).await;
         assert_eq!(release["payload"]["reason"], "unsupported_cleanup_kind");

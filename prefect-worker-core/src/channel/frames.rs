@@ -19,7 +19,9 @@ pub const SNAPSHOT_CAPABILITY: &str = "work_pool_snapshot.v1";
 pub const CLEANUP_CAPABILITY: &str = "cleanup_delivery.v1";
 /// The cleanup kind sent when a run stayed CANCELLING past the server's timeout.
 pub const CANCELLING_TIMEOUT_TEARDOWN: &str = "cancelling_timeout_teardown.v1";
-/// The other cleanup kind the protocol defines (for claims; this worker does not handle it).
+/// The other cleanup kind the protocol defines (for claims; this worker does not handle it:
+/// it releases them, which its tests check).
+#[cfg(test)]
 pub const PENDING_CLAIM_TEARDOWN: &str = "pending_claim_teardown.v1";
 
 /// The close reasons of the protocol, with their policy (`WORKER_CHANNEL_CLOSE_POLICIES`):
@@ -295,9 +297,12 @@ impl Ready {
 /// What a cleanup targets. Both kinds carry the flow run; other fields are kept.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct CleanupTarget {
+    /// The flow run whose infrastructure is to be torn down.
     pub flow_run_id: Uuid,
+    /// Its infrastructure, as the worker reported it (absent for claims not yet started).
     #[serde(default)]
     pub infrastructure_pid: Option<String>,
+    /// Other fields of the target, kept as sent.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, Value>,
 }

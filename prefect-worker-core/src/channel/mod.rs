@@ -12,15 +12,15 @@
 //!   terminal failure (404, authorization_failed, protocol error): disabled, REST for good
 //! ```
 //!
-//! Layering: [`frames`] is the wire format and [`error`] the failure policy, both pure;
+//! Layering: `frames` is the wire format and `error` the failure policy, both pure;
 //! `cleanup` runs reservations; `connection` is the socket task around them. The owner (the
 //! runner) reads [`WorkerChannel::status`] to decide whether REST heartbeats and pool reads
 //! are needed: only while the channel is not healthy.
 
 mod cleanup;
 mod connection;
-pub mod error;
-pub mod frames;
+mod error;
+mod frames;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;

@@ -61,8 +61,11 @@ impl fmt::Display for TransportKind {
 /// A request that got no HTTP response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransportError {
+    /// The request's HTTP method.
     pub method: String,
+    /// The request's API path (no host, no query).
     pub path: String,
+    /// What went wrong.
     pub kind: TransportKind,
     /// The underlying error chain, without the URL.
     pub message: String,
@@ -109,8 +112,11 @@ pub enum ClientError {
     /// The response body was not what the endpoint promises.
     #[error("invalid response from {method} {path}: {message}")]
     Decode {
+        /// The request's HTTP method.
         method: String,
+        /// The request's API path.
         path: String,
+        /// What did not decode, and why.
         message: String,
     },
     /// The client could not be built from its options (bad URL, CA file, header, setting).

@@ -1,7 +1,7 @@
 //! The Prefect REST client (spec §1, API_CALLS.md §A).
 //!
-//! - [`options`]: what to connect to and how ([`ClientOptions`], from `PREFECT_*` settings);
-//! - [`error`]: the typed errors ([`ClientError`]);
+//! - `options`: what to connect to and how ([`ClientOptions`], from `PREFECT_*` settings);
+//! - `error`: the typed errors ([`ClientError`]);
 //! - `headers`, `csrf`, `retry`, `transport`: the wire conventions every request follows;
 //! - `bodies`, `endpoints`: the calls the worker makes;
 //! - [`websocket`]: opening the events and worker-channel websockets with the same rules.
@@ -12,13 +12,13 @@
 mod bodies;
 mod csrf;
 mod endpoints;
-pub mod error;
+mod error;
 mod headers;
-pub mod maintenance;
+mod maintenance;
 pub mod models;
-pub mod options;
+pub(crate) mod options;
 mod retry;
-pub mod secret;
+mod secret;
 mod transport;
 pub mod websocket;
 
@@ -96,9 +96,9 @@ impl PrefectClient {
     }
 
     /// Counts every request of this client (and its clones) in `metrics`:
-    /// `prefect_worker_api_requests_total` and `..._duration_seconds` by route template
-    /// (see [`crate::metrics::api`]). [`crate::runner::Runner::new`] does this when its
-    /// options carry metrics; the first registry attached wins.
+    /// `prefect_worker_api_requests_total` and `..._duration_seconds` by route template,
+    /// never a concrete id (see [`crate::metrics`]). [`crate::runner::Runner::new`] does
+    /// this when its options carry metrics; the first registry attached wins.
     pub fn attach_metrics(&self, metrics: &crate::metrics::Metrics) {
         self.inner.attach_metrics(metrics);
     }

@@ -14,14 +14,23 @@ pub type JsonMap = Map<String, Value>;
 /// The type of a Prefect state. Unknown types from newer servers are kept verbatim.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum StateType {
+    /// `SCHEDULED`: waiting for its start time.
     Scheduled,
+    /// `PENDING`: claimed; infrastructure being prepared (also `Submitting`, `InfrastructurePending`).
     Pending,
+    /// `RUNNING`: the flow is executing.
     Running,
+    /// `COMPLETED` (final).
     Completed,
+    /// `FAILED` (final).
     Failed,
+    /// `CANCELLED` (final).
     Cancelled,
+    /// `CRASHED` (final): the infrastructure failed, not the flow.
     Crashed,
+    /// `PAUSED`: waiting for input or a resume.
     Paused,
+    /// `CANCELLING`: a user cancelled it; the worker tears its infrastructure down.
     Cancelling,
     /// A state type this worker does not know.
     Other(String),
@@ -94,18 +103,25 @@ impl<'de> Deserialize<'de> for StateType {
 /// A state as the server returns it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct State {
+    /// The state's id (absent in proposals).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<Uuid>,
+    /// The state type (`type` on the wire).
     #[serde(rename = "type")]
     pub state_type: StateType,
+    /// The state's name, e.g. `Submitting`; `None` means the type's title-case name.
     #[serde(default)]
     pub name: Option<String>,
+    /// The human-readable message shown in the UI.
     #[serde(default)]
     pub message: Option<String>,
+    /// When the state was entered (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<String>,
+    /// `state_details` (scheduled time, `transition_id`, ...), as sent.
     #[serde(default)]
     pub state_details: JsonMap,
+    /// Fields this model does not type, kept so it serialises back to what was read.
     #[serde(flatten)]
     pub extra: JsonMap,
 }
@@ -130,26 +146,38 @@ impl State {
 /// A flow run. Only the fields the worker uses are typed; the rest are kept in `extra`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FlowRun {
+    /// The flow run's id.
     pub id: Uuid,
+    /// The flow run's name (e.g. `crimson-kangaroo`).
     #[serde(default)]
     pub name: String,
+    /// The id of the flow it runs.
     pub flow_id: Uuid,
+    /// The deployment it was created from, if any.
     #[serde(default)]
     pub deployment_id: Option<Uuid>,
+    /// The work queue it was scheduled in.
     #[serde(default)]
     pub work_queue_id: Option<Uuid>,
+    /// The name of that work queue.
     #[serde(default)]
     pub work_queue_name: Option<String>,
+    /// Job variables set on the run, applied over the deployment's.
     #[serde(default)]
     pub job_variables: Option<JsonMap>,
+    /// The run's tags.
     #[serde(default)]
     pub tags: Vec<String>,
+    /// The current state.
     #[serde(default)]
     pub state: Option<State>,
+    /// When it started running (RFC 3339), once it has.
     #[serde(default)]
     pub start_time: Option<String>,
+    /// The worker-reported identifier of its infrastructure (e.g. `namespace:job-name`).
     #[serde(default)]
     pub infrastructure_pid: Option<String>,
+    /// Fields this model does not type, kept so it serialises back to what was read.
     #[serde(flatten)]
     pub extra: JsonMap,
 }
@@ -174,6 +202,7 @@ impl FlowRun {
 /// A worker of a pool as the server knows it (`POST /work_pools/{pool}/workers/filter`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerInfo {
+    /// The worker's name.
     pub name: String,
     /// `ONLINE` or `OFFLINE`, kept by the server's foreman service from the heartbeats.
     #[serde(default)]
@@ -181,8 +210,10 @@ pub struct WorkerInfo {
     /// RFC 3339.
     #[serde(default)]
     pub last_heartbeat_time: Option<String>,
+    /// The interval the worker last reported.
     #[serde(default)]
     pub heartbeat_interval_seconds: Option<u64>,
+    /// Fields this model does not type, kept so it serialises back to what was read.
     #[serde(flatten)]
     pub extra: JsonMap,
 }
@@ -190,17 +221,23 @@ pub struct WorkerInfo {
 /// A deployment (`DeploymentResponse`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Deployment {
+    /// The deployment's id.
     pub id: Uuid,
+    /// The deployment's name.
     pub name: String,
+    /// The flow it deploys.
     #[serde(default)]
     pub flow_id: Option<Uuid>,
     /// RFC 3339 timestamp of the last update (`prefect.io/deployment-updated`).
     #[serde(default)]
     pub updated: Option<String>,
+    /// Job variables set on the deployment, applied over the pool's defaults.
     #[serde(default)]
     pub job_variables: Option<JsonMap>,
+    /// The deployment's tags.
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Fields this model does not type, kept so it serialises back to what was read.
     #[serde(flatten)]
     pub extra: JsonMap,
 }
@@ -208,10 +245,14 @@ pub struct Deployment {
 /// A flow.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Flow {
+    /// The flow's id.
     pub id: Uuid,
+    /// The flow's name.
     pub name: String,
+    /// The flow's tags.
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Fields this model does not type, kept so it serialises back to what was read.
     #[serde(flatten)]
     pub extra: JsonMap,
 }
@@ -219,21 +260,29 @@ pub struct Flow {
 /// A work pool.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkPool {
+    /// The pool's id.
     pub id: Uuid,
+    /// The pool's name.
     pub name: String,
+    /// The worker type it is for (`type` on the wire, e.g. `kubernetes`).
     #[serde(rename = "type")]
     pub pool_type: String,
     /// `{"job_configuration": {...}, "variables": {...}}`, or `{}` when unset.
     #[serde(default)]
     pub base_job_template: JsonMap,
+    /// A paused pool hands out no flow runs.
     #[serde(default)]
     pub is_paused: bool,
+    /// The most runs in flight across the pool, if limited.
     #[serde(default)]
     pub concurrency_limit: Option<u64>,
+    /// The pool's default work queue.
     #[serde(default)]
     pub default_queue_id: Option<Uuid>,
+    /// `READY`, `NOT_READY` or `PAUSED`, as the server reports it.
     #[serde(default)]
     pub status: Option<String>,
+    /// Fields this model does not type, kept so it serialises back to what was read.
     #[serde(flatten)]
     pub extra: JsonMap,
 }
@@ -242,10 +291,13 @@ pub struct WorkPool {
 /// `WorkPoolUpdate` dumped with `exclude_unset`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct WorkPoolUpdate {
+    /// A new description.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// A new base job template.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub base_job_template: Option<Value>,
+    /// A new concurrency limit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub concurrency_limit: Option<u64>,
 }
@@ -253,7 +305,9 @@ pub struct WorkPoolUpdate {
 /// The body of `POST /work_pools/`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct WorkPoolCreate {
+    /// The pool's name.
     pub name: String,
+    /// The worker type (`type` on the wire).
     #[serde(rename = "type")]
     pub pool_type: String,
     /// Sent only when given (`--base-job-template`), like Python's exclude-unset.
@@ -290,12 +344,17 @@ impl<'a> WorkerHeartbeat<'a> {
 /// A work queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkQueue {
+    /// The queue's id.
     pub id: Uuid,
+    /// The queue's name.
     pub name: String,
+    /// A paused queue hands out no flow runs.
     #[serde(default)]
     pub is_paused: bool,
+    /// The most runs in flight from this queue, if limited.
     #[serde(default)]
     pub concurrency_limit: Option<u64>,
+    /// Fields this model does not type, kept so it serialises back to what was read.
     #[serde(flatten)]
     pub extra: JsonMap,
 }
@@ -303,8 +362,11 @@ pub struct WorkQueue {
 /// One item of `POST /work_pools/{pool}/get_scheduled_flow_runs`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerFlowRunResponse {
+    /// The pool the run was scheduled in.
     pub work_pool_id: Uuid,
+    /// The queue the run was scheduled in.
     pub work_queue_id: Uuid,
+    /// The flow run.
     pub flow_run: FlowRun,
 }
 
@@ -312,21 +374,29 @@ pub struct WorkerFlowRunResponse {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum SetStateStatus {
+    /// The proposed state was entered.
     Accept,
+    /// Refused; the returned state is where the run is.
     Reject,
+    /// Refused for good (e.g. the run is gone or already further on).
     Abort,
+    /// Try again after `details.delay_seconds`.
     Wait,
 }
 
 /// `details` of an orchestration result.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct OrchestrationDetails {
+    /// The kind of details (`type` on the wire, e.g. `reject_details`).
     #[serde(default, rename = "type")]
     pub details_type: Option<String>,
+    /// Why the proposal was not accepted.
     #[serde(default)]
     pub reason: Option<String>,
+    /// For `WAIT`: how long to wait before proposing again.
     #[serde(default)]
     pub delay_seconds: Option<f64>,
+    /// Fields this model does not type, kept so it serialises back to what was read.
     #[serde(flatten)]
     pub extra: JsonMap,
 }
@@ -334,9 +404,12 @@ pub struct OrchestrationDetails {
 /// The reply to `POST /flow_runs/{id}/set_state`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrchestrationResult {
+    /// The run's state after the proposal.
     #[serde(default)]
     pub state: Option<State>,
+    /// What the server did with the proposal.
     pub status: SetStateStatus,
+    /// Why, when not accepted.
     #[serde(default)]
     pub details: OrchestrationDetails,
 }
@@ -344,11 +417,16 @@ pub struct OrchestrationResult {
 /// A state proposed by the worker (the `state` of a `set_state` body).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StateCreate {
+    /// The state type (`type` on the wire).
     #[serde(rename = "type")]
     pub state_type: StateType,
+    /// The state's name, e.g. `Submitting`.
     pub name: String,
+    /// The message shown in the UI.
     pub message: Option<String>,
+    /// `state_details` (the client adds `flow_run_id` and `transition_id`).
     pub state_details: JsonMap,
+    /// The state's result data (the worker sends none).
     pub data: Option<Value>,
 }
 
@@ -413,12 +491,17 @@ impl StateCreate {
 /// One flow-run log record for `POST /logs/`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogCreate {
+    /// The logger's name (e.g. `prefect.flow_runs.worker`).
     pub name: String,
+    /// The Python logging level (10 DEBUG … 50 CRITICAL).
     pub level: u32,
+    /// The log message.
     pub message: String,
     /// RFC 3339 with `Z`.
     pub timestamp: String,
+    /// The flow run it belongs to.
     pub flow_run_id: Option<Uuid>,
+    /// The task run it belongs to (the worker sends none).
     pub task_run_id: Option<Uuid>,
 }
 

@@ -1,11 +1,11 @@
 //! Where templating's variables and block documents come from: the REST client
-//! ([`TemplateLookups`] for [`PrefectClient`]), or memory ([`MemoryLookups`], re-exported).
+//! ([`TemplateLookups`] for [`PrefectClient`]), or memory
+//! ([`MemoryLookups`](crate::templating::MemoryLookups)).
 //! This lives here, above both the client and templating, so neither names the other.
 
 use serde_json::Value;
 
 use crate::client::{ClientError, PrefectClient};
-pub use crate::templating::MemoryLookups;
 use crate::templating::{LookupError, TemplateLookups};
 
 fn lookup_error(e: ClientError) -> LookupError {

@@ -5,7 +5,7 @@
 //! 2. render the pool's `job_configuration` template with them ([`crate::templating`]),
 //! 3. resolve `prefect.blocks.*` / `$ref` and `prefect.variables.*` through [`TemplateLookups`]
 //!    (the only I/O, behind a trait so tests and previews can serve it from memory; the
-//!    REST client's implementation is in [`lookups`]),
+//!    REST client's implementation is in `lookups`),
 //! 4. validate into the worker's [`JobConfiguration`] type,
 //! 5. `prepare_for_flow_run`: env, labels, name, command (pure).
 
@@ -16,10 +16,10 @@ use crate::templating::ResolveError;
 
 pub mod base;
 pub mod fields;
-pub mod lookups;
+mod lookups;
 pub mod merge;
 pub mod pipeline;
-pub mod settings_env;
+mod settings_env;
 pub mod shlex;
 
 /// Templating's lookups, re-exported where configuration is built.
@@ -56,13 +56,21 @@ impl Default for Versions {
 /// Everything preparation may read. Nothing in it does I/O.
 #[derive(Debug, Clone, Copy)]
 pub struct PrepareContext<'a> {
+    /// The flow run being prepared.
     pub flow_run: &'a FlowRun,
+    /// Its deployment, when it has one.
     pub deployment: Option<&'a Deployment>,
+    /// Its flow, when it could be read.
     pub flow: Option<&'a Flow>,
+    /// The work pool the run came from.
     pub work_pool: &'a WorkPool,
+    /// This worker's name (`PREFECT__WORKER_NAME`, the `prefect.io/worker-name` label).
     pub worker_name: &'a str,
+    /// This worker's id, when the server assigned one (Prefect Cloud).
     pub worker_id: Option<&'a str>,
+    /// The worker's environment, for `{{ $ENV }}` placeholders and the `PREFECT_*` settings passed on.
     pub environment: &'a Environment,
+    /// The versions the worker claims (default image, version labels).
     pub versions: &'a Versions,
 }
 

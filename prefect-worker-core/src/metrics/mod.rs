@@ -14,22 +14,22 @@
 //! let text = metrics.encode(prefect_worker_core::metrics::Format::PrometheusText);
 //! ```
 //!
-//! - [`runner`]: flow runs claimed / submitted / finished (by outcome and crash reason),
+//! - `runner`: flow runs claimed / submitted / finished (by outcome and crash reason),
 //!   the submission latency, runs in flight and the last successful poll;
-//! - [`api`]: Prefect API requests by route template (never a concrete id), method and
+//! - `api`: Prefect API requests by route template (never a concrete id), method and
 //!   status, with their latency;
 //! - `events`: the event emitter's counters ([`crate::events::EventStats`]);
 //! - `process`: the standard `process_*` metrics, read from `/proc/self` (Linux);
-//! - [`exposition`]: the text formats and the `/metrics` route.
+//! - `exposition`: the text formats and the `/metrics` route.
 //!
 //! Every label value comes from a fixed set (an enum, a route template, an HTTP status):
 //! no flow-run id, name or credential ever becomes a label.
 
-pub mod api;
+pub(crate) mod api;
 mod events;
-pub mod exposition;
+mod exposition;
 mod process;
-pub mod runner;
+pub(crate) mod runner;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 

@@ -31,7 +31,9 @@ pub enum RunnerError {
     /// The work pool cannot be read or created and never will be (e.g. a reserved name).
     #[error("cannot set up work pool '{pool}': {source}")]
     WorkPool {
+        /// The work pool's name.
         pool: String,
+        /// The API's answer.
         #[source]
         source: ClientError,
     },
@@ -198,7 +200,7 @@ impl<W: Worker> Runner<W> {
         self.inner.events.emitter.clone()
     }
 
-    /// The health state, for [`health::serve`].
+    /// The health state, for [`super::health::serve`].
     #[must_use]
     pub fn health(&self) -> Arc<HealthState> {
         self.inner.health.clone()

@@ -11,8 +11,7 @@ use uuid::Uuid;
 use crate::client::PrefectClient;
 use crate::client::models::LogCreate;
 
-/// Re-exported from [`crate::worker`], where the contract a worker implements lives.
-pub use crate::worker::{FlowRunLogger, Level};
+use crate::worker::FlowRunLogger;
 
 /// The span a flow run's work runs in: every `tracing` line inside it (the runner's and
 /// the worker's, e.g. Kubernetes watch and API errors) carries `flow_run_id`, so log

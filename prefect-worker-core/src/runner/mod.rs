@@ -1,5 +1,5 @@
 //! The generic runner: keeps the work pool in sync, heartbeats, polls for due flow runs,
-//! submits them to a [`Worker`], reports their outcome, and cancels the ones users cancel.
+//! submits them to a [`Worker`](crate::Worker), reports their outcome, and cancels the ones users cancel.
 //!
 //! ```text
 //!   sync loop ──► work pool cache ◄── poll loop ──► claim ──► submit task (one per run)
@@ -26,9 +26,9 @@ mod claim;
 mod cleanup;
 mod engine;
 mod events;
-pub mod exit_codes;
+mod exit_codes;
 pub mod final_state;
-pub mod flow_run_logs;
+mod flow_run_logs;
 pub mod health;
 mod heartbeat;
 mod options;
@@ -43,6 +43,6 @@ mod sync;
 pub use crate::worker::{CLAIM_EXPIRED, FlowRunLogger, Level, RunContext};
 pub use claim::RESCHEDULED;
 pub use engine::{HandedPool, Runner, RunnerError};
-pub use flow_run_logs::LogShipper;
+use flow_run_logs::LogShipper;
 pub use health::HealthState;
 pub use options::RunnerOptions;

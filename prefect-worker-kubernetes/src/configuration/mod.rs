@@ -3,6 +3,7 @@
 //! rendered template, preparation of the Job manifest for one flow run, the worker's
 //! variables and default base job template, and the golden-case preview.
 
+#[doc(hidden)] // Public for the parity test of tests/e2e; not API (docs/api.md).
 pub mod json_diff;
 mod manifest_check;
 mod manifest_types;
@@ -22,8 +23,8 @@ use prefect_worker_core::job_config::{
 };
 
 pub use manifest_check::{base_job_manifest, check_job_manifest};
-pub use manifest_types::check_field_types;
-pub use prepare::{main_container, main_container_index, main_container_mut};
+pub(crate) use manifest_types::check_field_types;
+pub(crate) use prepare::main_container_mut;
 pub use preview::{preview_from_golden_input, preview_from_golden_input_async};
 pub use variables::{KubernetesWorkerVariables, default_base_job_template};
 

@@ -14,10 +14,10 @@
 //! | `prefect_worker_kubernetes_pod_start_duration_seconds` | histogram | |
 //! | `prefect_worker_kubernetes_diagnoses_total` | counter | `diagnosis` |
 //!
-//! Label values are bounded: resources and verbs from a fixed list ([`requests`]), HTTP
+//! Label values are bounded: resources and verbs from a fixed list (`requests`), HTTP
 //! status codes, the namespaces Jobs run in, and the stable diagnosis categories.
 
-pub mod requests;
+mod requests;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +31,7 @@ use prometheus_client::metrics::histogram::Histogram;
 
 use crate::diagnosis::Category;
 
-pub use requests::RequestMetricsLayer;
+pub(crate) use requests::RequestMetricsLayer;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RequestLabels {

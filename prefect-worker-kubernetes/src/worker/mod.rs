@@ -144,10 +144,22 @@ impl KubernetesWorker {
         }
     }
 
-    /// The shared tracker (how many namespaces are watched, for metrics and tests).
+    /// How many pods the pod-event replication remembers now (0 when pod events are off).
     #[must_use]
-    pub fn tracker(&self) -> &Tracker {
-        &self.tracker
+    pub fn pod_events_remembered(&self) -> usize {
+        self.tracker
+            .pod_events()
+            .map_or(0, PodEventReplicator::remembered)
+    }
+
+    /// How many start-up look-ups (is this pod event already stored on the server?) are in
+    /// flight now (0 when pod events are off). A restarted worker emits a relisted pod's
+    /// events only once these have answered.
+    #[must_use]
+    pub fn pod_event_lookups_in_flight(&self) -> usize {
+        self.tracker
+            .pod_events()
+            .map_or(0, PodEventReplicator::lookups_in_flight)
     }
 
     /// The `stream_output` log streams open now.
@@ -178,7 +190,7 @@ impl KubernetesWorker {
 /// The server-side selector for this worker's Jobs and pods: Prefect's run label plus the
 /// worker's own name label, so several workers can share a namespace.
 #[must_use]
-pub fn label_selector(worker_name: &str) -> String {
+pub(crate) fn label_selector(worker_name: &str) -> String {
     format!(
         "prefect.io/flow-run-id,prefect.io/worker-name={}",
         prefect_worker_core::slug::slug_label_value(worker_name)

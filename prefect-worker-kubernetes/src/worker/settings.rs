@@ -24,8 +24,10 @@ pub struct KubernetesSettings {
     /// `WORKER_PENDING_TIMEOUT_SECONDS` (unset): crash runs whose pod waits on scheduling
     /// (Unschedulable, quota) this long. Unset: wait, since autoscalers take minutes.
     pub pending_timeout: Option<Duration>,
-    /// `OBSERVER_FORWARD_CRASHED_RUN_LOGS` (true) and `..._TAIL_LINES` (500).
+    /// `OBSERVER_FORWARD_CRASHED_RUN_LOGS` (true): forward the tail of a crashed run's
+    /// pod logs to the flow run's logs.
     pub forward_crashed_run_logs: bool,
+    /// `OBSERVER_FORWARD_CRASHED_RUN_LOGS_TAIL_LINES` (500): how many lines of that tail.
     pub crashed_run_log_tail_lines: i64,
     /// Extra namespaces to look in for Jobs to adopt at startup (`WORKER_ADOPT_NAMESPACES`,
     /// comma-separated), besides the pool's default namespace.

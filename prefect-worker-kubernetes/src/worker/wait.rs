@@ -87,7 +87,7 @@ impl KubernetesWorker {
             let actions = tokio::select! {
                 obs = subscription.observations.recv() => match obs {
                     Some(Observation::Job(j)) => state.on_job(Job::clone(&j), Instant::now()),
-                    Some(Observation::JobDeleted(_)) => state.on_job_deleted(),
+                    Some(Observation::JobDeleted) => state.on_job_deleted(),
                     Some(Observation::Pod(p)) => {
                         let name = p.metadata.name.clone();
                         let was_started = state.has_started();

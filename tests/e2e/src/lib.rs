@@ -1,4 +1,4 @@
-//! Shared helpers for the end-to-end tests: a recording test [`Worker`] that the generic
+//! Shared helpers for the end-to-end tests: a recording test [`Worker`](prefect_worker_core::Worker) that the generic
 //! runner drives against a real Prefect server, and a per-test pool/flow/deployment setup.
 
 // Test infrastructure: a poisoned lock or a failed setup is a failed test, said loudly.
@@ -55,7 +55,7 @@ pub struct Scenario {
 
 impl Scenario {
     /// Creates a pool of `pool_type` with `template`, a flow, and a deployment whose runs
-    /// behave as `behavior` (see [`recording::Behavior`]).
+    /// behave as `behavior` (the behaviours of [`recording`]).
     pub async fn create(
         api: &PrefectApi,
         tag: &str,

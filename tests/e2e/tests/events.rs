@@ -437,9 +437,9 @@ async fn worker_and_pod_events_reach_the_server_and_a_restart_does_not_repeat_th
     let mut tap = second.events.subscribe().unwrap();
     let fourth = run_now(&api, crashes, &["run-tag"]).await?;
     api.wait_for_flow_run_final(fourth, T).await?;
-    let replicator = second.worker.tracker().pod_events().unwrap().clone();
+    let worker = second.worker.clone();
     until("the relisted pods looked up on the server", T, || async {
-        Ok(replicator.remembered() >= 4 && replicator.lookups_in_flight() == 0)
+        Ok(worker.pod_events_remembered() >= 4 && worker.pod_event_lookups_in_flight() == 0)
     })
     .await?;
     let fourth_pod = format!(

@@ -238,9 +238,23 @@ async fn infrastructure_created_after_its_claim_was_recovered_is_removed() -> Re
     .await?;
     let id = run_now(&api, &s).await?;
     // A claims the run; its "create request" is held (it ignores the claim timeout, as a
-    // request already sent would).
+    // request already sent would). A is also cut off from heartbeating (no channel, REST
+    // heartbeats refused), so the server does not report it ONLINE: a live worker's
+    // claims are its own to settle, an unreachable one's are anyone's after 2·D.
+    let proxy = FaultProxy::start(server().api_url()).await?;
+    proxy.add(Rule::new(
+        Method::POST,
+        "/work_pools/*/workers/heartbeat",
+        Action::json(503, r#"{"detail":"unavailable"}"#),
+    ));
+    let mut a_client = ClientOptions::new(&proxy.api_url);
+    a_client.retry_base_delay = Duration::from_millis(50);
     let worker = RecordingWorker::new(recording_template());
-    let a = Running::start(server().api_url(), worker.clone(), options(&s.pool, "held"));
+    let a = Running::start_with(
+        a_client,
+        worker.clone(),
+        options(&s.pool, "held").with_channel(false),
+    );
     worker
         .recorder
         .wait_until(T, "A holding the create", |r| r.runs.contains(&id))
@@ -321,8 +335,11 @@ async fn a_crash_report_lost_in_an_outage_does_not_leave_the_run_pending() -> Re
         .body_contains(r#""type":"CRASHED""#),
     );
     let id = run_now(&api, &s).await?;
+    // Retries stay on (the shared SQLite server answers an occasional 503 under load, and
+    // a real worker retries those), but fast, so each lost Crashed report is given up
+    // within a second or two.
     let mut client = ClientOptions::new(&proxy.api_url);
-    client.max_retries = 0;
+    client.retry_base_delay = Duration::from_millis(50);
     let worker = RecordingWorker::new(recording_template());
     let r = Running::start_with(client, worker.clone(), options(&s.pool, "unlucky"));
     outage.wait_for_hits(1, T).await?;
