@@ -107,9 +107,12 @@ def write_report(results: Path, out: Path, machine: dict) -> None:
             c = d["contenders"]
             L += [f"Process start → first `get_scheduled_flow_runs` at the server; RSS and CPU after "
                   f"{d['idle_seconds']} s idle (medians of the repetitions).", "",
-                  "| | first poll | idle RSS | CPU in the idle window |", "|---|---|---|---|"]
+                  "| | first poll | one poll round trip (driver) | idle RSS | CPU in the idle window |",
+                  "|---|---|---|---|---|"]
             for n, v in c.items():
-                L.append(f"| {LABELS[n]} | {v['first_poll_ms_median']:.0f} ms | {mib(v['rss_kib_median'])} | "
+                rtt = v.get("poll_rtt_ms_median")
+                L.append(f"| {LABELS[n]} | {v['first_poll_ms_median']:.0f} ms | "
+                         f"{'–' if rtt is None else f'{rtt:.0f} ms'} | {mib(v['rss_kib_median'])} | "
                          f"{v['cpu_s_median']:.2f} s |")
             if "ours" in c and "python" in c:
                 L += ["", f"Ratios (Python / ours): first poll {ratio(c['python']['first_poll_ms_median'], c['ours']['first_poll_ms_median'])}, "
@@ -125,6 +128,10 @@ def write_report(results: Path, out: Path, machine: dict) -> None:
                       "", "Each repetition: " + ", ".join(
                           f"{r['first_poll_ms']:.0f} ms / {r['rss_kib']} kB (file-backed {r.get('rssfile', '?')} kB, "
                           f"anonymous {r.get('rssanon', '?')} kB, {r.get('threads', '?')} threads)" for r in c["ours"]["runs"]) + " (ours)."]
+                by = [r["by_mapping"] for r in c["ours"]["runs"] if r.get("by_mapping")]
+                if by:
+                    L += ["", "Resident kB by mapping, last repetition (ours; `(relocated)`: the file's pages "
+                          "written at load, anonymous): " + ", ".join(f"{k} {v}" for k, v in by[-1].items()) + "."]
             L.append("")
 
     d = load(results, "burst")

@@ -164,7 +164,32 @@ def rss_parts(pid: int) -> dict:
                 out[k.lower() if k != "Threads" else "threads"] = int(v.split()[0])
     except OSError:
         pass
+    out["by_mapping"] = rss_by_mapping(pid)
     return out
+
+
+def rss_by_mapping(pid: int) -> dict:
+    """Resident kB by what is mapped (/proc/PID/smaps): the executable and each shared
+    library by file name (their anonymous part, relocated data, counted apart as
+    "<name> (relocated)"), "[heap]", "[stack]", and "anonymous" (other anonymous maps:
+    thread stacks, large allocations, the allocator's arenas)."""
+    out: Counter = Counter()
+    name = None
+    try:
+        for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+            head = line.split()
+            if not head:
+                continue
+            if not head[0].endswith(":"):  # a mapping's header: range perms offset dev inode [path]
+                name = Path(head[5]).name if len(head) > 5 else "anonymous"
+            elif head[0] == "Rss:":
+                out[name] += int(head[1])
+            elif head[0] == "Anonymous:" and name and not name.startswith("[") and name != "anonymous":
+                out[name] -= int(head[1])
+                out[f"{name} (relocated)"] += int(head[1])
+    except OSError:
+        pass
+    return {k: v for k, v in out.most_common() if v}
 
 
 def startup(ctx: Ctx) -> dict:
@@ -172,6 +197,9 @@ def startup(ctx: Ctx) -> dict:
     for name, c in ctx.contenders.items():
         reps = ctx.n["startup_reps_" + name]
         pool, _ = setup_pool(ctx, f"idle-{name}", {}, paused=False)
+        # One round trip of the poll itself, from the driver, after each repetition (the
+        # floor under "start → first poll" on this server and machine at that moment).
+        rtts = []
         samples = []
         k8s_at_start: dict = {}
         for _ in range(reps):
@@ -186,9 +214,13 @@ def startup(ctx: Ctx) -> dict:
             # What the worker asks of Kubernetes when it starts (kubesim must serve it all).
             k8s_at_start = {f"{k8s_endpoint(r)} → {r['status']}": 1 for r in ctx.sim.requests()}
             w.stop()
+            t = time.time()
+            ctx.server.call("POST", f"/work_pools/{pool}/get_scheduled_flow_runs", {})
+            rtts.append((time.time() - t) * 1000)
         out[name] = {
             "runs": samples,
             "first_poll_ms_median": statistics.median(s["first_poll_ms"] for s in samples),
+            "poll_rtt_ms_median": round(statistics.median(rtts), 1),
             "rss_kib_median": statistics.median(s["rss_kib"] for s in samples),
             "cpu_s_median": statistics.median(s["cpu_s"] for s in samples),
             "k8s_requests_at_start": sorted(k8s_at_start),

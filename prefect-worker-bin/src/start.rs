@@ -190,20 +190,32 @@ pub async fn start(args: StartArgs) -> Result<ExitCode> {
             })?;
     }
 
-    let pool = precheck(
-        &client,
-        &r.pool,
-        &args.work_queues,
-        args.worker_type.as_deref(),
-    )
-    .await?;
-    // The runner starts from the pool just read instead of reading it again.
-    let runner = match pool {
-        Some(p) => runner.with_work_pool(p),
-        None => runner,
+    // The pre-checks read the pool beside the runner's first poll (which does not need
+    // it) and hand it over; the runner submits nothing before it has the pool, and a check
+    // that fails stops the worker before any run is claimed.
+    let (pool_tx, pool_rx) = tokio::sync::oneshot::channel();
+    let runner = runner.with_work_pool_from(pool_rx);
+    let checks = async {
+        let found = precheck(
+            &client,
+            &r.pool,
+            &args.work_queues,
+            args.worker_type.as_deref(),
+        )
+        .await?;
+        let _ = pool_tx.send(found);
+        anyhow::Ok(())
     };
     spawn_signal_handler(shutdown.clone());
-    runner.run(shutdown.clone()).await?;
+    let run = runner.run(shutdown.clone());
+    tokio::pin!(run);
+    tokio::select! {
+        checked = checks => {
+            checked?;
+            run.await?;
+        }
+        ran = &mut run => ran?,
+    }
     shutdown.cancel();
     Ok(ExitCode::SUCCESS)
 }

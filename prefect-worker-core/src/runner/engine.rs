@@ -93,7 +93,12 @@ pub struct Runner<W: Worker> {
     log_task: Option<tokio::task::JoinHandle<()>>,
     log_stop: CancellationToken,
     events_task: EventsTask,
+    handed_pool: Option<HandedPool>,
 }
+
+/// The work pool as the caller's own start-up read finds it (`None`: not found or not
+/// read), handed over while the runner already polls: see [`Runner::with_work_pool_from`].
+pub type HandedPool = tokio::sync::oneshot::Receiver<Option<WorkPool>>;
 
 impl<W: Worker> Runner<W> {
     /// A runner for `worker`, talking to the API through `client`. Must be called inside a
@@ -163,6 +168,7 @@ impl<W: Worker> Runner<W> {
             log_task,
             log_stop,
             events_task,
+            handed_pool: None,
         }
     }
 
@@ -174,6 +180,16 @@ impl<W: Worker> Runner<W> {
         if let Ok(mut slot) = self.inner.work_pool.write() {
             *slot = Some(pool);
         }
+        self
+    }
+
+    /// Starts with the work pool the caller is reading beside the runner's first poll (the
+    /// binary's start-up checks read it), so the runner does not read it again: the first
+    /// poll goes out at once and its runs wait for the pool. A `None` (or a dropped sender)
+    /// makes the runner read, or create, the pool itself.
+    #[must_use]
+    pub fn with_work_pool_from(mut self, pool: HandedPool) -> Self {
+        self.handed_pool = Some(pool);
         self
     }
 
@@ -200,13 +216,14 @@ impl<W: Worker> Runner<W> {
     /// have finished). On shutdown: stop polling, let submissions in progress reach their
     /// infrastructure, stop waiting on running infrastructure (it keeps running; a restarted
     /// worker adopts it), `teardown` the worker, flush flow-run logs.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), RunnerError> {
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), RunnerError> {
         let inner = self.inner.clone();
+        let handed_pool = self.handed_pool.take();
         inner
             .client
             .set_worker_name(Some(inner.options.worker_name.clone()));
         inner.client.set_worker_id(inner.worker_id());
-        let result = self.serve(&shutdown).await;
+        let result = self.serve(&shutdown, handed_pool).await;
         // Graceful end, whatever stopped us.
         inner.wait_for_submissions().await;
         inner.stop_runs.cancel();
@@ -226,17 +243,36 @@ impl<W: Worker> Runner<W> {
         result
     }
 
-    async fn serve(&self, shutdown: &CancellationToken) -> Result<(), RunnerError> {
+    async fn serve(
+        &self,
+        shutdown: &CancellationToken,
+        handed_pool: Option<HandedPool>,
+    ) -> Result<(), RunnerError> {
         let inner = &self.inner;
-        // The worker channel sets itself up in the background: REST serves until it is healthy.
-        inner.start_channel();
         // Setup sync: credentials and a reserved pool name are fatal; anything transient is not.
-        // Only the pool is needed before the first poll; the heartbeat and the adoption of
-        // Jobs left by an earlier process run beside it, so start → first poll stays short.
-        let first_sync = match inner.work_pool() {
-            Some(pool) => inner.install_pool(pool).await,
-            None => inner.sync_pool().await,
+        // The first poll does not need the pool, so it goes out beside the pool read (start →
+        // first poll is one round trip); its runs are submitted only once the pool is known.
+        // The heartbeat and the adoption of Jobs left by an earlier process run beside it too.
+        let first_sync = async {
+            let handed = match handed_pool {
+                Some(rx) => rx.await.ok().flatten(),
+                None => None,
+            };
+            match handed.or_else(|| inner.work_pool()) {
+                Some(pool) => inner.install_pool(pool).await,
+                None => inner.sync_pool().await,
+            }
         };
+        let (first_sync, first_poll) = if inner.options.run_once {
+            (first_sync.await, None)
+        } else {
+            let (sync, poll) = tokio::join!(first_sync, inner.fetch_scheduled());
+            (sync, Some(poll))
+        };
+        // The worker channel sets itself up in the background (REST serves until it is
+        // healthy), once the first poll is answered: its handshake is not needed for the
+        // poll and would compete with it at the server.
+        inner.start_channel();
         match first_sync {
             Ok(true) => {
                 let hb = inner.clone();
@@ -281,9 +317,18 @@ impl<W: Worker> Runner<W> {
             return Ok(());
         }
 
+        // The first poll's runs, now that the pool is known; when it could not be used (no
+        // pool yet, an error), the poll loop polls again at once.
+        let mut first_wait = Duration::ZERO;
+        if let Some(Ok(runs)) = first_poll
+            && inner.work_pool().is_some()
+        {
+            inner.submit_scheduled(runs);
+            first_wait = inner.options.query_interval;
+        }
         let loops = CancellationToken::new();
         let sync_loop = tokio::spawn(inner.clone().sync_loop(loops.clone()));
-        let poll_loop = tokio::spawn(inner.clone().poll_loop(loops.clone()));
+        let poll_loop = tokio::spawn(inner.clone().poll_loop(loops.clone(), first_wait));
         let cancel_loop = if inner.options.cancellation_enabled {
             tokio::spawn(inner.clone().cancellation_loop(loops.clone()))
         } else {

@@ -42,7 +42,7 @@ mod sync;
 /// The contract types, re-exported where they used to live (`runner::RunContext` etc.).
 pub use crate::worker::{CLAIM_EXPIRED, FlowRunLogger, Level, RunContext};
 pub use claim::RESCHEDULED;
-pub use engine::{Runner, RunnerError};
+pub use engine::{HandedPool, Runner, RunnerError};
 use flow_run_logs::LogShipper;
 pub use health::HealthState;
 pub use options::RunnerOptions;

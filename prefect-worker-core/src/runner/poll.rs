@@ -9,6 +9,7 @@ use tracing::Instrument;
 use super::engine::{Inner, Tracked};
 use super::shared_reads::PollDeployments;
 use crate::client::ClientError;
+use crate::client::models::WorkerFlowRunResponse;
 use crate::worker::Worker;
 
 impl<W: Worker> Inner<W> {
@@ -20,30 +21,44 @@ impl<W: Worker> Inner<W> {
             self.health.polled();
             return Ok(());
         }
+        let runs = match self.fetch_scheduled().await {
+            Ok(r) => r,
+            // An unknown pool or queue: Python treats it as "no runs"; say so, once per poll.
+            Err(ClientError::NotFound(detail)) => {
+                tracing::warn!(pool = %self.options.work_pool_name, queues = ?self.options.work_queues, %detail,
+                    "work pool or queue not found while polling; check --pool and --work-queue");
+                self.health.polled();
+                self.metrics.polled();
+                Vec::new()
+            }
+            Err(e) => return Err(e),
+        };
+        self.submit_scheduled(runs);
+        Ok(())
+    }
+
+    /// The poll request alone (no work pool needed for it), counted as a poll once answered.
+    pub(super) async fn fetch_scheduled(&self) -> Result<Vec<WorkerFlowRunResponse>, ClientError> {
         let before = Utc::now()
             + chrono::Duration::seconds(
                 i64::try_from(self.options.prefetch_seconds).unwrap_or(i64::MAX / 2),
             );
-        let runs = match self
+        let runs = self
             .client
             .get_scheduled_flow_runs(
                 &self.options.work_pool_name,
                 &self.options.work_queues,
                 before,
             )
-            .await
-        {
-            Ok(r) => r,
-            // An unknown pool or queue: Python treats it as "no runs"; say so, once per poll.
-            Err(ClientError::NotFound(detail)) => {
-                tracing::warn!(pool = %self.options.work_pool_name, queues = ?self.options.work_queues, %detail,
-                    "work pool or queue not found while polling; check --pool and --work-queue");
-                Vec::new()
-            }
-            Err(e) => return Err(e),
-        };
+            .await?;
         self.health.polled();
         self.metrics.polled();
+        Ok(runs)
+    }
+
+    /// Starts a submission for each polled run this worker is not already handling, as far
+    /// as `--limit` allows. Needs the work pool (its base job template) to be known.
+    pub(super) fn submit_scheduled(self: &Arc<Self>, runs: Vec<WorkerFlowRunResponse>) {
         // The runs of this poll share one read per deployment.
         let mut deployments = PollDeployments::default();
         for item in runs {
@@ -100,14 +115,17 @@ impl<W: Worker> Inner<W> {
                 .instrument(span),
             );
         }
-        Ok(())
     }
 
     /// Polls every query interval until `stop`; errors back off and retry forever.
-    pub(super) async fn poll_loop(self: Arc<Self>, stop: CancellationToken) {
+    /// The first poll goes out after `first_wait`: zero, unless start-up already polled.
+    pub(super) async fn poll_loop(
+        self: Arc<Self>,
+        stop: CancellationToken,
+        first_wait: std::time::Duration,
+    ) {
         let mut failures = 0u32;
-        // The first poll goes out at once: start → first poll is what users wait for.
-        let mut wait = std::time::Duration::ZERO;
+        let mut wait = first_wait;
         loop {
             if !wait.is_zero() && !Self::pause(wait, &stop).await {
                 return;
