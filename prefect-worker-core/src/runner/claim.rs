@@ -239,6 +239,18 @@ impl<W: Worker> Inner<W> {
         }
     }
 
+    /// Gives a claim back at its deadline (see [`Self::release_claim`]) and forgets the run.
+    pub(super) async fn give_back_expired(
+        &self,
+        flow_run: &FlowRun,
+        logger: &FlowRunLogger,
+        claim: &Claim,
+    ) {
+        self.release_claim(flow_run, logger, Some(claim), &self.claim_expired_reason())
+            .await;
+        self.untrack(flow_run.id);
+    }
+
     /// For infrastructure that appeared late ([`Claim::is_late`]): whether the run was
     /// returned to the queue after this claim. Unreadable history counts as "no" (the
     /// infrastructure is kept and reported as usual).

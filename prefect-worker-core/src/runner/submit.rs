@@ -134,14 +134,7 @@ impl<W: Worker> Inner<W> {
         // creating infrastructure now could run it twice.
         let deadline = claim.deadline(self.options.claim_timeout);
         if std::time::Instant::now() >= deadline {
-            self.release_claim(
-                &flow_run,
-                &logger,
-                Some(&claim),
-                &self.claim_expired_reason(),
-            )
-            .await;
-            self.untrack(flow_run.id);
+            self.give_back_expired(&flow_run, &logger, &claim).await;
             return;
         }
 
@@ -179,14 +172,7 @@ impl<W: Worker> Inner<W> {
         if let Some(Err(e)) = &early
             && e.type_name == CLAIM_EXPIRED
         {
-            self.release_claim(
-                &flow_run,
-                &logger,
-                Some(&claim),
-                &self.claim_expired_reason(),
-            )
-            .await;
-            self.untrack(flow_run.id);
+            self.give_back_expired(&flow_run, &logger, &claim).await;
             return;
         }
         drop(_slot);
