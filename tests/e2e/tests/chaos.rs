@@ -720,6 +720,8 @@ async fn secrets_appear_nowhere() -> Result<()> {
     .env("PREFECT_API_KEY", KEY)
     .env("PREFECT_API_AUTH_STRING", AUTH)
     .env("PREFECT_LOGGING_LEVEL", "DEBUG")
+    // /metrics is one of the places searched.
+    .env("PREFECT_WORKER_WITH_METRICS", "true")
     .env(
         "PREFECT_INTEGRATIONS_KUBERNETES_WORKER_CREATE_SECRET_FOR_API_KEY",
         "true",
@@ -841,13 +843,17 @@ async fn secret_sinks(
         "no Prefect events were read"
     );
     sinks.push(("Prefect events".to_owned(), events));
-    // The worker's metrics, once it serves them on its health port.
-    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", worker.health_port)).await;
-    if let Ok(m) = metrics
-        && m.status().is_success()
-    {
-        sinks.push(("metrics".to_owned(), m.text().await.unwrap_or_default()));
-    }
+    // The worker's metrics, served beside /health (the scenario turns them on).
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", worker.health_port))
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    anyhow::ensure!(
+        metrics.contains("prefect_worker_flow_runs_claimed_total"),
+        "no metrics were read"
+    );
+    sinks.push(("metrics".to_owned(), metrics));
     Ok(sinks)
 }
 
