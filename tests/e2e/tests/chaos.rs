@@ -37,10 +37,10 @@ fn settle_timeout(runs: usize) -> Duration {
 /// Scenario 1, replicas: three workers with one stable name (as the Helm chart's
 /// replicas) on one pool, a burst of mixed outcomes, and two of them SIGKILLed mid-burst
 /// and restarted with the same name.
-/// `CHAOS_REPLICA_RUNS` (36), `CHAOS_REPLICA_KILLS` (2).
+/// `CHAOS_REPLICA_RUNS` (24), `CHAOS_REPLICA_KILLS` (2).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_with_kills_run_every_run_once() -> Result<()> {
-    let runs = env_usize("CHAOS_REPLICA_RUNS", 36);
+    let runs = env_usize("CHAOS_REPLICA_RUNS", 24);
     let kills = env_usize("CHAOS_REPLICA_KILLS", 2).min(3);
     let t = std::time::Instant::now();
     let api = server().api();
@@ -596,10 +596,10 @@ fn id_in_text(text: &str) -> Option<uuid::Uuid> {
 /// Scenario 3: Kubernetes API faults on many runs at once — 10 % 5xx, 5 % 429 with
 /// Retry-After, watches cut every 5 s, forced 410s, and the API paused for 30 s mid-run —
 /// with mixed outcomes (completed, failed, exit 3, OOM, pull error, cancelled).
-/// `CHAOS_K8S_RUNS` (24).
+/// `CHAOS_K8S_RUNS` (16).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubernetes_api_faults_change_no_outcome() -> Result<()> {
-    let runs = env_usize("CHAOS_K8S_RUNS", 24);
+    let runs = env_usize("CHAOS_K8S_RUNS", 16);
     let api = server().api();
     let sim = start_cluster().await?;
     let dir = log_dir("k8s-faults")?;
