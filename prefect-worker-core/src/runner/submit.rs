@@ -191,8 +191,9 @@ impl<W: Worker> Inner<W> {
         }
     }
 
-    /// Steps before `run`: the configuration, the submitted event, and when Submitting was
-    /// accepted (if it was). `Ok(None)`: the run is not ours to submit (already logged).
+    /// Steps before `run`: the configuration, the submitted event, the claim, and when
+    /// Submitting was accepted (if it was). `Ok(None)`: the run is not ours to submit
+    /// (already logged).
     async fn prepare_submission(
         &self,
         flow_run: &FlowRun,
