@@ -390,21 +390,15 @@ impl Inner {
     }
 
     fn pause(&self) -> Result<()> {
-        let stopped = lock(&self.control);
-        if *stopped {
-            bail!("server already stopped");
-        }
-        let state = self.state_arg();
-        run_script(
-            &self.script,
-            &["server-stop", "--state-dir", &state],
-            &[],
-            Duration::from_secs(60),
-        )
-        .map(drop)
+        self.stop_with("server-stop")
     }
 
     fn kill(&self) -> Result<()> {
+        self.stop_with("server-kill")
+    }
+
+    /// Stops the running server with the script's `command` (`server-stop` or `server-kill`).
+    fn stop_with(&self, command: &str) -> Result<()> {
         let stopped = lock(&self.control);
         if *stopped {
             bail!("server already stopped");
@@ -412,7 +406,7 @@ impl Inner {
         let state = self.state_arg();
         run_script(
             &self.script,
-            &["server-kill", "--state-dir", &state],
+            &[command, "--state-dir", &state],
             &[],
             Duration::from_secs(60),
         )
