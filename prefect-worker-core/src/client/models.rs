@@ -189,6 +189,16 @@ impl FlowRun {
         self.state.as_ref().map(|s| &s.state_type)
     }
 
+    /// How many times the run has entered Running (the server counts; it never goes down for
+    /// a flow run). 0 when the server did not say.
+    #[must_use]
+    pub fn run_count(&self) -> u64 {
+        self.extra
+            .get("run_count")
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+    }
+
     /// One of the run's `labels` (e.g. `prefect.worker.name`), when it is a string.
     #[must_use]
     pub fn label(&self, key: &str) -> Option<&str> {

@@ -3,29 +3,35 @@
 //! The server has no compare-and-set on states, so a worker's read-then-propose (the
 //! Kubernetes worker's InfrastructurePending) can land after the engine's final state —
 //! the server accepts PENDING after a final state, as reruns need — and the finished run
-//! shows Pending forever. Timestamps do not settle the order (a state is stamped when its
-//! request is read, not when it is committed), so the rule is: a final state recorded since
-//! the run's latest claim is the run's true end.
+//! shows Pending forever. A worker's claim can do the same: a Pending proposal sent while
+//! the run was Scheduled and delayed (a retry after a transport error, a busy server) is
+//! accepted after another worker ran the run to the end. Timestamps do not settle the
+//! order (a state is stamped when its request is read, not when it is committed), and a
+//! late claim is stamped after the final state it hides, so the rule is: a final state
+//! recorded in the run's current attempt, since it last entered the queue (its latest
+//! SCHEDULED-type state: Scheduled, Late, AwaitingRetry, Rescheduled), is the run's true
+//! end. A rerun enters the queue again first, so an earlier attempt's end never counts.
 
 use crate::client::models::{FlowRun, State, StateCreate, StateType};
 use crate::client::{ClientError, PrefectClient};
 
-/// The latest final state in `states` (the run's history, oldest first) after its latest
-/// claim (the last `Pending` or `Submitting` state), if any.
+/// The latest final state in `states` (the run's history, oldest first) of its current
+/// attempt: after its latest SCHEDULED-type state (the whole history if it has none).
 #[must_use]
-pub fn final_state_since_claim(states: &[State]) -> Option<&State> {
-    let claim = states.iter().rposition(|s| {
-        s.state_type == StateType::Pending
-            && matches!(s.name.as_deref(), Some("Pending" | "Submitting"))
-    })?;
-    states[claim + 1..]
+pub fn final_state_of_current_attempt(states: &[State]) -> Option<&State> {
+    let queued = states
+        .iter()
+        .rposition(|s| s.state_type == StateType::Scheduled)
+        .map_or(0, |i| i + 1);
+    states[queued..]
         .iter()
         .rev()
         .find(|s| s.state_type.is_final())
 }
 
-/// If `flow_run`'s current state is not final although a final state was recorded since its
-/// latest claim, proposes that final state again (forced). Returns the restored state.
+/// If `flow_run`'s current state is not final although a final state was recorded in its
+/// current attempt ([`final_state_of_current_attempt`]), proposes that final state again
+/// (forced). Returns the restored state.
 pub async fn restore_final_state(
     client: &PrefectClient,
     flow_run: &FlowRun,
@@ -35,7 +41,7 @@ pub async fn restore_final_state(
         return Ok(None);
     }
     let states = client.read_flow_run_states(flow_run.id).await?;
-    let Some(done) = final_state_since_claim(&states) else {
+    let Some(done) = final_state_of_current_attempt(&states) else {
         return Ok(None);
     };
     let mut restore = StateCreate::new(done.state_type.clone(), done.display_name());
@@ -66,7 +72,7 @@ mod tests {
     }
 
     #[test]
-    fn the_final_state_of_the_latest_claim_counts() {
+    fn the_final_state_of_the_current_attempt_counts() {
         use StateType::*;
         // Stamped out of commit order: the final state sorts before the late proposal.
         let h = vec![
@@ -78,10 +84,29 @@ mod tests {
             s(Pending, "InfrastructurePending"),
         ];
         assert_eq!(
-            final_state_since_claim(&h).unwrap().name.as_deref(),
+            final_state_of_current_attempt(&h).unwrap().name.as_deref(),
             Some("Completed")
         );
-        // A final state of an earlier claim (a rerun) does not.
+        // A late claim of another worker, stamped after the end it hides (and its
+        // Submitting), does not hide it.
+        let overtaken = vec![
+            s(Scheduled, "Scheduled"),
+            s(Pending, "Pending"),
+            s(Pending, "Submitting"),
+            s(Pending, "InfrastructurePending"),
+            s(Running, "Running"),
+            s(Completed, "Completed"),
+            s(Pending, "Pending"),
+            s(Pending, "InfrastructurePending"),
+        ];
+        assert_eq!(
+            final_state_of_current_attempt(&overtaken)
+                .unwrap()
+                .name
+                .as_deref(),
+            Some("Completed")
+        );
+        // A final state of an earlier attempt (a rerun, a run returned to the queue) does not.
         let rerun = vec![
             s(Pending, "Pending"),
             s(Completed, "Completed"),
@@ -89,7 +114,28 @@ mod tests {
             s(Pending, "Pending"),
             s(Pending, "InfrastructurePending"),
         ];
-        assert!(final_state_since_claim(&rerun).is_none());
-        assert!(final_state_since_claim(&[]).is_none());
+        assert!(final_state_of_current_attempt(&rerun).is_none());
+        let retried = vec![
+            s(Scheduled, "Scheduled"),
+            s(Running, "Running"),
+            s(Crashed, "Crashed"),
+            s(Scheduled, "Rescheduled"),
+            s(Pending, "Pending"),
+            s(Running, "Running"),
+        ];
+        assert!(final_state_of_current_attempt(&retried).is_none());
+        // No queue state at all: the whole history is the attempt.
+        assert_eq!(
+            final_state_of_current_attempt(&[
+                s(Pending, "Pending"),
+                s(Failed, "Failed"),
+                s(Pending, "Pending")
+            ])
+            .unwrap()
+            .name
+            .as_deref(),
+            Some("Failed")
+        );
+        assert!(final_state_of_current_attempt(&[]).is_none());
     }
 }

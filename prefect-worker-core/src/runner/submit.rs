@@ -368,7 +368,11 @@ impl<W: Worker> Inner<W> {
             Ok(current) => {
                 let state = current.state.as_ref();
                 if state.and_then(|s| s.id) == Some(pending) {
-                    return true;
+                    if current.run_count() <= flow_run.run_count() {
+                        return true;
+                    }
+                    self.give_back_overtaken_run(flow_run, logger).await;
+                    return false;
                 }
                 logger.info(format!(
                     "Aborted submission of flow run '{}': another worker claimed it at the same time (its state is now {})",
@@ -381,6 +385,31 @@ impl<W: Worker> Inner<W> {
             Err(e) => {
                 tracing::debug!(flow_run_id = %flow_run.id, error = %e, "cannot re-read the flow run to confirm the claim");
                 true
+            }
+        }
+    }
+
+    /// Our claim is the run's current state, but the run has entered Running since it was
+    /// polled: the Pending proposal was held up (a retry after a transport error, a busy
+    /// server) until another worker had run the run to its end, and the server accepts
+    /// PENDING from a final state. Submitting would run it a second time; stopping here
+    /// would leave it Pending, hiding its end. Its final state is put back.
+    async fn give_back_overtaken_run(&self, flow_run: &FlowRun, logger: &FlowRunLogger) {
+        match super::final_state::restore_final_state(&self.client, flow_run).await {
+            Ok(Some(done)) => logger.warning(format!(
+                "Aborted submission of flow run '{}': it ran to {} on another worker while this worker's claim was in flight; its final state was restored",
+                flow_run.id,
+                done.display_name()
+            )),
+            Ok(None) => logger.warning(format!(
+                "Aborted submission of flow run '{}': it has run since it was polled, on another worker",
+                flow_run.id
+            )),
+            Err(e) => {
+                logger.error(format!(
+                    "Aborted submission of flow run '{}': it has run to its end on another worker while this worker's claim was in flight, and its final state could not be restored ({e}); it shows Pending until its final state is set again",
+                    flow_run.id
+                ));
             }
         }
     }

@@ -334,7 +334,7 @@ const INFRASTRUCTURE_PENDING_MESSAGE: &str = "Kubernetes pod is pending.";
 /// proposal lands after it — the server accepts PENDING after a final state (that is how
 /// reruns work), so the finished run would show Pending forever (or be crashed by the
 /// exit code of a flow that failed). Called when the Job has ended and this wait proposed
-/// InfrastructurePending: a final state recorded since the run's latest claim is restored
+/// InfrastructurePending: a final state recorded in the run's current attempt is restored
 /// (`prefect_worker_core::runner::final_state`).
 async fn restore_final_state(flow_run: &FlowRun, ctx: &RunContext) {
     match final_state::restore_final_state(ctx.client(), flow_run).await {

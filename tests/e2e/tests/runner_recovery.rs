@@ -3,7 +3,8 @@
 //! claim is left alone; a submission past the claim timeout gives its claim back;
 //! infrastructure created after its claim was recovered is removed; infrastructure whose
 //! pid was never recorded is adopted, not run again; a crash report that cannot be sent
-//! does not leave the run Pending.
+//! does not leave the run Pending; a claim that lands after another worker finished the run
+//! neither runs it again nor hides its end.
 
 // Fixtures: a server that cannot start is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -281,6 +282,77 @@ async fn infrastructure_created_after_its_claim_was_recovered_is_removed() -> Re
     assert_eq!(api.read_flow_run(id).await?["state"]["type"], "COMPLETED");
     a.stop().await?;
     b.stop().await?;
+    Ok(())
+}
+
+/// The server accepts PENDING from a final state (reruns need it), so a claim held up in
+/// transit (a retry after a transport error, a busy server) until another worker has run
+/// the run to its end is accepted, and the run shows Pending. The claimant must neither
+/// run it again nor leave it Pending (where the reconciler would later return it to the
+/// queue, and run it a second time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_that_lands_after_the_run_finished_elsewhere_restores_its_end() -> Result<()> {
+    let api = server().api();
+    let s = Scenario::create(
+        &api,
+        "overtaken",
+        "recording",
+        &recording_template(),
+        "complete",
+    )
+    .await?;
+    let proxy = FaultProxy::start(server().api_url()).await?;
+    let claim = proxy.add(
+        Rule::new(Method::POST, "/flow_runs/*/set_state", Action::Hold)
+            .body_contains(r#""name":"Pending""#)
+            .times(1),
+    );
+    let worker = RecordingWorker::new(recording_template());
+    let r = Running::start(&proxy.api_url, worker.clone(), options(&s.pool, "late"));
+    let id = run_now(&api, &s).await?;
+    claim.wait_for_hits(1, T).await?;
+    // Meanwhile another worker claims the run and its engine runs it to the end.
+    for (state_type, name) in [
+        ("PENDING", "Pending"),
+        ("PENDING", "Submitting"),
+        ("RUNNING", "Running"),
+        ("COMPLETED", "Completed"),
+    ] {
+        let answer = api
+            .set_flow_run_state(id, state_type, Some(name), false)
+            .await?;
+        assert_eq!(answer["status"], "ACCEPT", "{name}: {answer}");
+    }
+    claim.release();
+    until(
+        "the late claim accepted and the end restored",
+        T,
+        || async {
+            let n = names(&states(&api, id).await);
+            let claims = n.iter().filter(|s| *s == "Pending").count();
+            let ends = n.iter().filter(|s| *s == "Completed").count();
+            Ok(claims == 2
+                && ends == 2
+                && api.read_flow_run(id).await?["state"]["type"] == "COMPLETED")
+        },
+    )
+    .await?;
+    until("the worker says why it stopped", T, || async {
+        Ok(api
+            .read_flow_run_log_messages(id)
+            .await?
+            .iter()
+            .any(|m| m.contains("ran to Completed on another worker")))
+    })
+    .await?;
+    assert_eq!(times_run(&worker, id), 0);
+    let history = names(&states(&api, id).await);
+    assert_eq!(
+        history.iter().filter(|s| *s == "Submitting").count(),
+        1,
+        "only the other worker's Submitting: {history:?}"
+    );
+    r.stop().await?;
     Ok(())
 }
 
