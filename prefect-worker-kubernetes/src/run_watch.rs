@@ -4,6 +4,7 @@
 //! plain unit test.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::batch::v1::Job;
@@ -59,8 +60,10 @@ pub struct RunWatch {
     limits: Limits,
     created_at: Instant,
     job_uid: Option<String>,
-    job: Option<Job>,
-    pods: BTreeMap<String, Pod>,
+    // Shared with the namespace index (`tracker.rs`): thousands of runs each holding their
+    // own deep copy of the Job and its pods were most of the worker's memory per run.
+    job: Option<Arc<Job>>,
+    pods: BTreeMap<String, Arc<Pod>>,
     /// When a pod of this Job was first seen Running.
     started_at: Option<Instant>,
     /// The last diagnosis logged, by category and summary: Kubernetes alternates
@@ -114,13 +117,14 @@ impl RunWatch {
     /// The pods seen, newest first.
     #[must_use]
     pub fn pods_newest_first(&self) -> Vec<&Pod> {
-        let mut v: Vec<&Pod> = self.pods.values().collect();
+        let mut v: Vec<&Pod> = self.pods.values().map(AsRef::as_ref).collect();
         v.sort_by_key(|p| std::cmp::Reverse(p.metadata.creation_timestamp.as_ref().map(|t| t.0)));
         v
     }
 
     /// A new version of the Job.
-    pub fn on_job(&mut self, job: Job, now: Instant) -> Vec<Action> {
+    pub fn on_job(&mut self, job: impl Into<Arc<Job>>, now: Instant) -> Vec<Action> {
+        let job = job.into();
         if self.finished {
             return Vec::new();
         }
@@ -163,7 +167,8 @@ impl RunWatch {
     }
 
     /// A new version of one of the Job's pods.
-    pub fn on_pod(&mut self, pod: Pod, now: Instant) -> Vec<Action> {
+    pub fn on_pod(&mut self, pod: impl Into<Arc<Pod>>, now: Instant) -> Vec<Action> {
+        let pod = pod.into();
         if self.finished {
             return Vec::new();
         }
@@ -350,7 +355,7 @@ impl RunWatch {
     pub fn explain_failure(&mut self, pods: Vec<Pod>) -> Option<Outcome> {
         for pod in pods {
             if let Some(name) = pod.metadata.name.clone() {
-                self.pods.insert(name, pod);
+                self.pods.insert(name, Arc::new(pod));
             }
         }
         self.job_outcome()

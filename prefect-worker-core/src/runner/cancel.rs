@@ -81,7 +81,12 @@ impl<W: Worker> Inner<W> {
         Ok(())
     }
 
-    async fn cancel_one(&self, flow_run: FlowRun, pid: String, configuration: W::Configuration) {
+    async fn cancel_one(
+        &self,
+        flow_run: FlowRun,
+        pid: String,
+        configuration: std::sync::Arc<W::Configuration>,
+    ) {
         let logger = self.logs.logger(flow_run.id);
         let message = match self
             .worker

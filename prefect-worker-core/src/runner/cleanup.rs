@@ -59,7 +59,7 @@ impl<W: Worker> Inner<W> {
         let configuration = match tracked {
             Some((c, _)) => c,
             None => match self.build_configuration(&flow_run).await {
-                Ok((c, _)) => c,
+                Ok((c, _)) => std::sync::Arc::new(c),
                 Err(f) if f.is_not_found() => return release("configuration_context_unavailable"),
                 Err(f) => {
                     tracing::warn!(flow_run_id = %id, error = %f, "cleanup: cannot build the run's configuration");

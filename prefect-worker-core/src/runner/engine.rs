@@ -42,8 +42,10 @@ pub enum RunnerError {
 /// A flow run this runner has claimed and not yet finished with.
 #[derive(Debug)]
 pub(super) struct Tracked<C> {
-    /// Set once the configuration is built (needed to kill the infrastructure).
-    pub(super) configuration: Option<C>,
+    /// Set once the configuration is built (needed to kill the infrastructure). Shared with
+    /// the run's own task: a Kubernetes configuration is tens of kilobytes in memory, and
+    /// thousands of runs are tracked at once.
+    pub(super) configuration: Option<Arc<C>>,
     /// Set once the worker reported the infrastructure as started.
     pub(super) infrastructure_pid: Option<String>,
     /// Whether `infrastructure_pid` is recorded on the flow run (the reconciler retries).

@@ -254,7 +254,7 @@ impl<W: Worker> Inner<W> {
             tracked.insert(
                 run.id,
                 Tracked {
-                    configuration: Some(configuration.clone()),
+                    configuration: Some(Arc::new(configuration.clone())),
                     infrastructure_pid: Some(pid.clone()),
                     pid_recorded: run.infrastructure_pid.as_deref() == Some(pid.as_str()),
                     cancelling: false,

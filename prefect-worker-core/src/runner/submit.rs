@@ -106,9 +106,12 @@ impl<W: Worker> Inner<W> {
             return;
         };
         let claim_started = std::time::Instant::now();
-        let (configuration, submitted, claim, submitted_at) = match self
-            .prepare_submission(&flow_run, deployment.as_ref(), &logger)
-            .await
+        // Boxed: the preparation's requests are a large part of this task's state, which
+        // would otherwise stay allocated for as long as the run is tracked.
+        let (configuration, submitted, claim, submitted_at) = match Box::pin(
+            self.prepare_submission(&flow_run, deployment.as_ref(), &logger),
+        )
+        .await
         {
             Ok(Some(c)) => c,
             Ok(None) => {
@@ -127,6 +130,7 @@ impl<W: Worker> Inner<W> {
                 return;
             }
         };
+        let configuration = Arc::new(configuration);
         if let Some(t) = self.lock_tracked().get_mut(&flow_run.id) {
             t.configuration = Some(configuration.clone());
         }
@@ -143,7 +147,9 @@ impl<W: Worker> Inner<W> {
             ctx.set_submitted_at(at);
         }
         let ctx = ctx.with_claim_deadline(deadline);
-        let run = self.worker.run(&flow_run, configuration.clone(), ctx);
+        let run = self
+            .worker
+            .run(&flow_run, W::Configuration::clone(&configuration), ctx);
         tokio::pin!(run);
         // Phase 1, not interrupted by shutdown: until the infrastructure exists (or the run
         // ends without it).

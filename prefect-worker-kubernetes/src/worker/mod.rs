@@ -235,90 +235,17 @@ impl Worker for KubernetesWorker {
         configuration: KubernetesWorkerJobConfiguration,
         mut ctx: RunContext,
     ) -> Result<WorkerResult, RunError> {
-        ctx.check_claim()?;
-        crate::configuration::check_field_types(&Value::Object(configuration.job_manifest.clone()))
-            .map_err(|m| RunError::new("ValidationError", m))?;
-        let client = self
-            .client_for(&configuration)
-            .await
-            .map_err(|e| RunError::new("InfrastructureError", e.to_string()))?;
-        let namespace = configuration.namespace.clone();
-        let mut manifest = configuration.job_manifest.clone();
-        ctx.logger().info("Creating Kubernetes job...");
-        let cluster = cluster_key(cluster_value(&configuration).as_ref());
-        let target = secrets::SecretTarget {
-            client: &client,
-            cluster: &cluster,
-            namespace: &namespace,
-        };
-        let plan = secrets::apply_before_create(
-            target,
-            &self.settings,
-            &self.worker_name,
-            &flow_run.id.to_string(),
-            &mut manifest,
-            &self.missing_permissions,
-        )
-        .await
-        .map_err(|e| RunError::new("InfrastructureError", e.to_string()))?;
-        for w in &plan.warnings {
-            ctx.logger().warning(w.clone());
-        }
-        if let Some((ns, name)) = &plan.api_key_secret
-            && let Ok(mut created) = self.created_secrets.lock()
-            && !created.iter().any(|(_, n, s)| n == ns && s == name)
-        {
-            created.push((client.clone(), ns.clone(), name.clone()));
-        }
-        let deadline = ctx.claim_deadline();
-        let job = match create::create_job(&client, &self.settings, &namespace, &manifest, deadline)
-            .await
-        {
-            Ok(j) => j,
-            Err(e) => {
-                if let Some((ns, name)) = &plan.env_secret
-                    && let Err(de) = secrets::delete_secret(&client, ns, name).await
-                {
-                    ctx.logger().warning(format!(
-                        "Could not delete env Secret '{name}' after the Job failed: {de}"
-                    ));
-                }
-                let type_name = if e.claim_expired {
-                    CLAIM_EXPIRED
-                } else {
-                    "InfrastructureError"
-                };
-                return Err(RunError::new(type_name, e.message));
-            }
-        };
-        let job_ns = job
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| namespace.clone());
-        let job_name = job.metadata.name.clone().unwrap_or_default();
-        if let Some((_, name)) = &plan.env_secret
-            && let Some(w) =
-                secrets::own_env_secret(target, name, &job, &self.missing_permissions).await
-        {
-            ctx.logger().warning(w);
-        }
-        ctx.logger().info(format!(
-            "Kubernetes job '{job_name}' created in namespace '{job_ns}'"
-        ));
-        ctx.started(format!("{job_ns}:{job_name}"));
-        let created = std::time::Instant::now();
-        let key = WatchKey {
-            cluster: cluster_key(cluster_value(&configuration).as_ref()),
-            namespace: job_ns,
-        };
+        // Boxed, and everything it built (configuration, manifest, the created Job) dropped
+        // before the wait: a run is tracked for as long as its pod runs, thousands at once,
+        // and the wait needs only where the Job is.
+        let created = Box::pin(self.create_for_run(flow_run, configuration, &mut ctx)).await?;
         let job_ref = JobRef {
-            client: &client,
-            key,
-            name: job_name,
-            stream_output: configuration.stream_output,
-            limits: self.limits(&configuration),
-            created: Some(created),
+            client: &created.client,
+            key: created.key,
+            name: created.name,
+            stream_output: created.stream_output,
+            limits: created.limits,
+            created: Some(created.at),
         };
         Ok(self.wait_for_job(flow_run, job_ref, &ctx).await)
     }
@@ -465,6 +392,8 @@ impl Worker for KubernetesWorker {
             limits: self.limits(&configuration),
             created: None,
         };
+        // Not needed while waiting (see `run`).
+        drop(configuration);
         Ok(self.wait_for_job(flow_run, job_ref, &ctx).await)
     }
 
@@ -515,6 +444,110 @@ fn pool_namespace(pool: &WorkPool) -> String {
         .and_then(Value::as_str)
         .unwrap_or("default")
         .to_owned()
+}
+
+/// Where [`KubernetesWorker::create_for_run`] put the Job: all the wait needs.
+struct CreatedJob {
+    client: kube::Client,
+    key: WatchKey,
+    name: String,
+    stream_output: bool,
+    limits: Limits,
+    at: std::time::Instant,
+}
+
+impl KubernetesWorker {
+    /// The part of [`Worker::run`] before the wait: checks, Secrets, the Job create.
+    async fn create_for_run(
+        &self,
+        flow_run: &FlowRun,
+        configuration: KubernetesWorkerJobConfiguration,
+        ctx: &mut RunContext,
+    ) -> Result<CreatedJob, RunError> {
+        ctx.check_claim()?;
+        crate::configuration::check_field_types(&Value::Object(configuration.job_manifest.clone()))
+            .map_err(|m| RunError::new("ValidationError", m))?;
+        let client = self
+            .client_for(&configuration)
+            .await
+            .map_err(|e| RunError::new("InfrastructureError", e.to_string()))?;
+        let namespace = configuration.namespace.clone();
+        let mut manifest = configuration.job_manifest.clone();
+        ctx.logger().info("Creating Kubernetes job...");
+        let cluster = cluster_key(cluster_value(&configuration).as_ref());
+        let target = secrets::SecretTarget {
+            client: &client,
+            cluster: &cluster,
+            namespace: &namespace,
+        };
+        let plan = secrets::apply_before_create(
+            target,
+            &self.settings,
+            &self.worker_name,
+            &flow_run.id.to_string(),
+            &mut manifest,
+            &self.missing_permissions,
+        )
+        .await
+        .map_err(|e| RunError::new("InfrastructureError", e.to_string()))?;
+        for w in &plan.warnings {
+            ctx.logger().warning(w.clone());
+        }
+        if let Some((ns, name)) = &plan.api_key_secret
+            && let Ok(mut created) = self.created_secrets.lock()
+            && !created.iter().any(|(_, n, s)| n == ns && s == name)
+        {
+            created.push((client.clone(), ns.clone(), name.clone()));
+        }
+        let deadline = ctx.claim_deadline();
+        let job = match create::create_job(&client, &self.settings, &namespace, &manifest, deadline)
+            .await
+        {
+            Ok(j) => j,
+            Err(e) => {
+                if let Some((ns, name)) = &plan.env_secret
+                    && let Err(de) = secrets::delete_secret(&client, ns, name).await
+                {
+                    ctx.logger().warning(format!(
+                        "Could not delete env Secret '{name}' after the Job failed: {de}"
+                    ));
+                }
+                let type_name = if e.claim_expired {
+                    CLAIM_EXPIRED
+                } else {
+                    "InfrastructureError"
+                };
+                return Err(RunError::new(type_name, e.message));
+            }
+        };
+        let job_ns = job
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| namespace.clone());
+        let job_name = job.metadata.name.clone().unwrap_or_default();
+        if let Some((_, name)) = &plan.env_secret
+            && let Some(w) =
+                secrets::own_env_secret(target, name, &job, &self.missing_permissions).await
+        {
+            ctx.logger().warning(w);
+        }
+        ctx.logger().info(format!(
+            "Kubernetes job '{job_name}' created in namespace '{job_ns}'"
+        ));
+        ctx.started(format!("{job_ns}:{job_name}"));
+        Ok(CreatedJob {
+            at: std::time::Instant::now(),
+            key: WatchKey {
+                cluster,
+                namespace: job_ns,
+            },
+            name: job_name,
+            stream_output: configuration.stream_output,
+            limits: self.limits(&configuration),
+            client,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -86,12 +86,12 @@ impl KubernetesWorker {
             let deadline = state.next_deadline();
             let actions = tokio::select! {
                 obs = subscription.observations.recv() => match obs {
-                    Some(Observation::Job(j)) => state.on_job(Job::clone(&j), Instant::now()),
+                    Some(Observation::Job(j)) => state.on_job(j, Instant::now()),
                     Some(Observation::JobDeleted) => state.on_job_deleted(),
                     Some(Observation::Pod(p)) => {
                         let name = p.metadata.name.clone();
                         let was_started = state.has_started();
-                        let actions = state.on_pod(Pod::clone(&p), Instant::now());
+                        let actions = state.on_pod(p, Instant::now());
                         if let (false, true, Some(m), Some(created)) =
                             (was_started, state.has_started(), &self.metrics, job.created)
                         {
