@@ -21,6 +21,9 @@ use url::Url;
 use super::options::ClientOptions;
 use super::secret::Redactor;
 
+/// The initial read buffer of a websocket (it grows for larger frames).
+const WS_READ_BUFFER: usize = 16 * 1024;
+
 pub use tokio_tungstenite::tungstenite::Message;
 pub use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 pub use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -257,7 +260,17 @@ impl WebSocketSettings {
         } else {
             Some(tokio_tungstenite::Connector::Plain)
         };
-        let open = tokio_tungstenite::connect_async_tls_with_config(request, None, true, connector);
+        // tungstenite preallocates a 128 KiB read buffer per socket; the worker's frames
+        // (event acknowledgements, channel frames, pool snapshots) are a few KiB, and the
+        // buffer still grows for a larger one. Two sockets at idle: 0.25 MB of heap saved.
+        let ws_config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .read_buffer_size(WS_READ_BUFFER);
+        let open = tokio_tungstenite::connect_async_tls_with_config(
+            request,
+            Some(ws_config),
+            true,
+            connector,
+        );
         match tokio::time::timeout(req.timeout, open).await {
             Err(_) => Err(WebSocketError::Timeout {
                 path,
