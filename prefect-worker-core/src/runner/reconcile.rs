@@ -121,7 +121,9 @@ impl<W: Worker> Inner<W> {
         Ok(())
     }
 
-    /// The pool's runs in `types`, with the server's clock.
+    /// The pool's runs in `types` that this process does not track, with the server's clock.
+    /// (Tracked runs are the worker's own business; dropping them page by page keeps a pass
+    /// over a pool with thousands of running flow runs from holding them all at once.)
     async fn unfinished_runs(
         &self,
         types: &[&str],
@@ -143,7 +145,10 @@ impl<W: Worker> Inner<W> {
             // The earliest answer's clock: ages measured against it are lower bounds.
             server_now = server_now.or(date);
             let full = runs.len() == PAGE;
-            all.extend(runs);
+            {
+                let tracked = self.lock_tracked();
+                all.extend(runs.into_iter().filter(|r| !tracked.contains_key(&r.id)));
+            }
             if !full {
                 break;
             }
