@@ -37,10 +37,18 @@ pub async fn restore_final_state(
     flow_run: &FlowRun,
 ) -> Result<Option<State>, ClientError> {
     let current = client.read_flow_run(flow_run.id).await?;
+    restore_hidden_final_state(client, &current).await
+}
+
+/// [`restore_final_state`] for a run just read (`current`).
+pub async fn restore_hidden_final_state(
+    client: &PrefectClient,
+    current: &FlowRun,
+) -> Result<Option<State>, ClientError> {
     if current.state_type().is_none_or(StateType::is_final) {
         return Ok(None);
     }
-    let states = client.read_flow_run_states(flow_run.id).await?;
+    let states = client.read_flow_run_states(current.id).await?;
     let Some(done) = final_state_of_current_attempt(&states) else {
         return Ok(None);
     };
@@ -50,7 +58,7 @@ pub async fn restore_final_state(
     restore.state_details.remove("transition_id");
     restore.data = done.extra.get("data").cloned().filter(|d| !d.is_null());
     client
-        .set_flow_run_state(flow_run.id, &restore, true)
+        .set_flow_run_state(current.id, &restore, true)
         .await?;
     Ok(Some(done.clone()))
 }

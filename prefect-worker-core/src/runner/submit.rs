@@ -533,6 +533,26 @@ impl<W: Worker> Inner<W> {
                         self.untrack(flow_run.id);
                         return;
                     }
+                    // Pending although its engine has run: a late InfrastructurePending (any
+                    // worker's: adopters of one Job each propose one) landed after the
+                    // engine's final state, which the server accepts. Put that end back
+                    // rather than crash the run (seen in the replicas chaos run: a failed
+                    // flow reported Crashed).
+                    if current.state_type() == Some(&StateType::Pending)
+                        && current.run_count() > 0
+                        && let Ok(Some(done)) =
+                            super::final_state::restore_hidden_final_state(&self.client, &current)
+                                .await
+                    {
+                        logger.warning(format!(
+                            "Flow run '{}' had finished ({}) but a later Pending proposal hid it; restored",
+                            flow_run.name,
+                            done.display_name()
+                        ));
+                        self.metrics.finished(RunOutcome::Failed);
+                        self.untrack(flow_run.id);
+                        return;
+                    }
                 }
                 Err(ClientError::NotFound(_)) => {
                     self.metrics.finished(RunOutcome::Deleted);

@@ -65,8 +65,8 @@ impl Recorder {
             .clone()
     }
 
-    /// Ends a `block` run as if its infrastructure finished with status 0 (a
-    /// `complete-on-release` run reports Running and Completed first).
+    /// Ends a `block` run as if its infrastructure finished with status 0 (`block-exit:N`:
+    /// status N; a `complete-on-release` run reports Running and Completed first).
     pub fn release(&self, flow_run_id: Uuid) {
         self.notify_for(&pid(flow_run_id)).notify_one();
     }
@@ -248,6 +248,20 @@ impl Worker for RecordingWorker {
                     Ok(WorkerResult {
                         identifier: id,
                         status_code: 0,
+                        detail: None,
+                    })
+                }
+                // `block-exit:N`: like `block`, then ends with exit code N.
+                other if other.starts_with("block-exit:") => {
+                    let code: i64 = other["block-exit:".len()..].parse().map_err(|_| {
+                        RunError::new("ValueError", format!("bad BEHAVIOR {other:?}"))
+                    })?;
+                    self.recorder.mark_started(&mut ctx, flow_run.id);
+                    let notify = self.recorder.notify_for(&id);
+                    notify.notified().await;
+                    Ok(WorkerResult {
+                        identifier: id,
+                        status_code: code,
                         detail: None,
                     })
                 }

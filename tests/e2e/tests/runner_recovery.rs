@@ -4,7 +4,8 @@
 //! infrastructure created after its claim was recovered is removed; infrastructure whose
 //! pid was never recorded is adopted, not run again; a crash report that cannot be sent
 //! does not leave the run Pending; a claim that lands after another worker finished the run
-//! neither runs it again nor hides its end.
+//! neither runs it again nor hides its end; a failed run a late Pending hid is restored,
+//! not crashed.
 
 // Fixtures: a server that cannot start is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -352,6 +353,56 @@ async fn a_claim_that_lands_after_the_run_finished_elsewhere_restores_its_end() 
         1,
         "only the other worker's Submitting: {history:?}"
     );
+    r.stop().await?;
+    Ok(())
+}
+
+/// An InfrastructurePending proposal (one per adopter of a Job) read before the engine
+/// started can land after the engine's final state: the server accepts PENDING from FAILED.
+/// When the infrastructure then exits non-zero the run shows Pending; its end is restored
+/// rather than the run reported Crashed (seen in the replicas chaos run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_run_hidden_by_a_late_pending_is_restored_not_crashed() -> Result<()> {
+    let api = server().api();
+    let s = Scenario::create(
+        &api,
+        "hidden",
+        "recording",
+        &recording_template(),
+        "block-exit:1",
+    )
+    .await?;
+    let worker = RecordingWorker::new(recording_template());
+    let r = Running::start(
+        server().api_url(),
+        worker.clone(),
+        options(&s.pool, "observer"),
+    );
+    let id = run_now(&api, &s).await?;
+    api.wait_for_flow_run(id, |run| run["infrastructure_pid"].is_string(), T)
+        .await?;
+    // The engine runs the flow, which fails; then another worker's late proposal lands.
+    for (state_type, name) in [
+        ("RUNNING", "Running"),
+        ("FAILED", "Failed"),
+        ("PENDING", "InfrastructurePending"),
+    ] {
+        let answer = api
+            .set_flow_run_state(id, state_type, Some(name), false)
+            .await?;
+        assert_eq!(answer["status"], "ACCEPT", "{name}: {answer}");
+    }
+    // The process exits 1, as a failed flow's does.
+    worker.recorder.release(id);
+    until("the hidden end restored", T, || async {
+        let n = names(&states(&api, id).await);
+        Ok(n.iter().filter(|s| *s == "Failed").count() == 2)
+    })
+    .await?;
+    let run = api.read_flow_run(id).await?;
+    assert_eq!(run["state"]["type"], "FAILED", "{run}");
+    let history = names(&states(&api, id).await);
+    assert!(!history.iter().any(|s| s == "Crashed"), "{history:?}");
     r.stop().await?;
     Ok(())
 }
