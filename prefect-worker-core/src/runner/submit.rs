@@ -246,29 +246,11 @@ impl<W: Worker> Inner<W> {
         };
         // 2. Pending. The server accepts PENDING from a *finished* run (that is how reruns
         // work), so a run this poll saw as Scheduled that another worker has since claimed
-        // and run to the end would be run again (Python has this race). Claim only if the
-        // run is still in the very state the poll saw; a run that moved on is someone
-        // else's, and a rescheduled one comes back on the next poll.
-        match self.client.read_flow_run(flow_run.id).await {
-            Ok(current) => {
-                let polled = flow_run.state.as_ref().and_then(|s| s.id);
-                let now = current.state.as_ref().and_then(|s| s.id);
-                if current.state_type() != Some(&StateType::Scheduled)
-                    || (polled.is_some() && now != polled)
-                {
-                    logger.info(format!(
-                        "Aborted submission of flow run '{}': its state changed since it was polled (now {})",
-                        flow_run.id,
-                        current.state.as_ref().map_or_else(|| "none".to_owned(), crate::client::models::State::display_name)
-                    ));
-                    return Ok(None);
-                }
-            }
-            Err(ClientError::NotFound(_)) => return Ok(None),
-            Err(e) => {
-                tracing::debug!(flow_run_id = %flow_run.id, error = %e, "cannot re-read the flow run before claiming it");
-            }
-        }
+        // and run to the end would be run again (Python has this race). No read before the
+        // proposal (one request per run in a burst, where the server is the bottleneck):
+        // the server aborts a Pending from a run being submitted, running or cancelled, and
+        // `verify_claim` catches one that ran since the poll (its `run_count` grew), puts
+        // its end back and stops.
         let sent_at = std::time::Instant::now();
         let mut claim = match propose_pending(&self.client, flow_run, logger).await {
             PendingOutcome::Accepted(id) => {
