@@ -189,13 +189,6 @@ impl FlowRun {
         self.state.as_ref().map(|s| &s.state_type)
     }
 
-    /// Drops what only the job configuration is built from (the run's parameters and job
-    /// variables, which can be large): a submitted run is held for as long as it runs.
-    pub(crate) fn forget_inputs(&mut self) {
-        self.job_variables = None;
-        self.extra.remove("parameters");
-    }
-
     /// How many times the run has entered Running (the server counts; it never goes down for
     /// a flow run). 0 when the server did not say.
     #[must_use]

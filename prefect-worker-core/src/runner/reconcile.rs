@@ -294,9 +294,9 @@ impl<W: Worker> Inner<W> {
     }
 
     /// An adopted run whose infrastructure exited 0: its engine should have reported a final
-    /// state. If one was recorded in the run's current attempt but a later proposal hid it, it is
-    /// restored; if none was, the run is crashed (left alone it would stay Pending or Running
-    /// forever, and be adopted again on every pass if its pid is not recorded).
+    /// state. If one was recorded in the run's current attempt but a later proposal hid it,
+    /// it is restored; if none was, the run is crashed (left alone it would stay Pending or
+    /// Running forever, and be adopted again on every pass if its pid is not recorded).
     async fn settle_exit_zero(
         &self,
         run: &FlowRun,

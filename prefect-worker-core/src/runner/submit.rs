@@ -97,7 +97,7 @@ impl<W: Worker> Inner<W> {
     /// Everything that happens to one claimed flow run until this worker is done with it.
     pub(super) async fn submit_and_run(
         self: Arc<Self>,
-        mut flow_run: FlowRun,
+        flow_run: FlowRun,
         deployment: Option<SharedDeployment>,
         logger: FlowRunLogger,
     ) {
@@ -130,7 +130,6 @@ impl<W: Worker> Inner<W> {
                 return;
             }
         };
-        flow_run.forget_inputs();
         drop(deployment);
         let configuration = Arc::new(configuration);
         if let Some(t) = self.lock_tracked().get_mut(&flow_run.id) {
