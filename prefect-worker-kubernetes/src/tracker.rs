@@ -83,6 +83,19 @@ impl NamespaceIndex {
         self.notify(&name, Observation::Job(job));
     }
 
+    /// The last waiter on `name` is gone: a finished Job, and its pods, leave the index. A
+    /// finished Job may never change again (no `ttlSecondsAfterFinished`: Prefect's default
+    /// template sets none), so no later event would remove it, and the index would grow by
+    /// a Job and its pods with every run for the worker's lifetime.
+    fn unsubscribe(&mut self, name: &str) {
+        self.subscribers.remove(name);
+        if self.jobs.get(name).is_some_and(|j| job_finished(j)) {
+            self.jobs.remove(name);
+            self.pods
+                .retain(|_, p| pod_job_name(p).as_deref() != Some(name));
+        }
+    }
+
     fn delete_job(&mut self, name: &str) {
         if self.jobs.remove(name).is_some() {
             self.notify(name, Observation::JobDeleted);
@@ -285,7 +298,7 @@ impl Drop for Subscription {
     fn drop(&mut self) {
         self.want_events(false);
         if let Ok(mut idx) = self.index.lock() {
-            idx.subscribers.remove(&self.job);
+            idx.unsubscribe(&self.job);
         }
     }
 }
@@ -575,6 +588,28 @@ mod tests {
         let mut rx = idx.subscribe("old");
         idx.apply_job(done, false);
         assert!(matches!(rx.try_recv(), Ok(Observation::Job(_))));
+    }
+
+    #[test]
+    fn a_job_that_finished_while_watched_is_forgotten_with_its_pods_when_the_wait_ends() {
+        let mut idx = NamespaceIndex::default();
+        let _rx = idx.subscribe("run");
+        let mut done = job("run");
+        done.status =
+            serde_json::from_value(json!({"conditions": [{"type": "Complete", "status": "True"}]}))
+                .unwrap();
+        idx.apply_job(done, false);
+        idx.apply_pod(pod("run-1", "run"), false);
+        idx.apply_job(job("live"), false);
+        idx.apply_pod(pod("live-1", "live"), false);
+        assert_eq!((idx.jobs.len(), idx.pods.len()), (2, 2));
+        idx.unsubscribe("run");
+        assert!(idx.jobs.contains_key("live") && !idx.jobs.contains_key("run"));
+        assert!(idx.pods.contains_key("live-1") && !idx.pods.contains_key("run-1"));
+        // A Job still running stays when its waiter leaves (its events keep it current).
+        let _rx = idx.subscribe("live");
+        idx.unsubscribe("live");
+        assert!(idx.jobs.contains_key("live"));
     }
 
     #[test]
