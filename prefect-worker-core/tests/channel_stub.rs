@@ -624,16 +624,14 @@ impl CloudStub {
         );
         let flow_run = json!({"id": run_id, "name": "cloudy-run", "flow_id": flow_id, "deployment_id": dep_id,
             "state": {"id": Uuid::from_u128(0x5), "type": "SCHEDULED", "name": "Scheduled"}});
-        // Read before the claim (Scheduled), then to confirm it (the Pending it created).
+        // Read to confirm the claim (the Pending it created), before the labels and again
+        // before Submitting.
         let mut claimed = flow_run.clone();
         claimed["state"] = data("set_state_pending.response.json")["state"].clone();
         stub.on(
             "GET",
             &format!("/api/flow_runs/{run_id}"),
-            vec![
-                Reply::json(200, flow_run.clone()),
-                Reply::json(200, claimed),
-            ],
+            vec![Reply::json(200, claimed.clone()), Reply::json(200, claimed)],
         );
         stub.on(
             "GET",
