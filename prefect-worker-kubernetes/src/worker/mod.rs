@@ -238,15 +238,7 @@ impl Worker for KubernetesWorker {
         // Boxed, and everything it built (configuration, manifest, the created Job) dropped
         // before the wait: a run is tracked for as long as its pod runs, thousands at once,
         // and the wait needs only where the Job is.
-        let created = Box::pin(self.create_for_run(flow_run, configuration, &mut ctx)).await?;
-        let job_ref = JobRef {
-            client: &created.client,
-            key: created.key,
-            name: created.name,
-            stream_output: created.stream_output,
-            limits: created.limits,
-            created: Some(created.at),
-        };
+        let job_ref = Box::pin(self.create_for_run(flow_run, configuration, &mut ctx)).await?;
         Ok(self.wait_for_job(flow_run, job_ref, &ctx).await)
     }
 
@@ -385,7 +377,7 @@ impl Worker for KubernetesWorker {
             namespace: namespace.to_owned(),
         };
         let job_ref = JobRef {
-            client: &client,
+            client,
             key,
             name: name.to_owned(),
             stream_output: configuration.stream_output,
@@ -446,16 +438,6 @@ fn pool_namespace(pool: &WorkPool) -> String {
         .to_owned()
 }
 
-/// Where [`KubernetesWorker::create_for_run`] put the Job: all the wait needs.
-struct CreatedJob {
-    client: kube::Client,
-    key: WatchKey,
-    name: String,
-    stream_output: bool,
-    limits: Limits,
-    at: std::time::Instant,
-}
-
 impl KubernetesWorker {
     /// The part of [`Worker::run`] before the wait: checks, Secrets, the Job create.
     async fn create_for_run(
@@ -463,7 +445,7 @@ impl KubernetesWorker {
         flow_run: &FlowRun,
         configuration: KubernetesWorkerJobConfiguration,
         ctx: &mut RunContext,
-    ) -> Result<CreatedJob, RunError> {
+    ) -> Result<JobRef, RunError> {
         ctx.check_claim()?;
         crate::configuration::check_field_types(&Value::Object(configuration.job_manifest.clone()))
             .map_err(|m| RunError::new("ValidationError", m))?;
@@ -536,8 +518,7 @@ impl KubernetesWorker {
             "Kubernetes job '{job_name}' created in namespace '{job_ns}'"
         ));
         ctx.started(format!("{job_ns}:{job_name}"));
-        Ok(CreatedJob {
-            at: std::time::Instant::now(),
+        Ok(JobRef {
             key: WatchKey {
                 cluster,
                 namespace: job_ns,
@@ -545,6 +526,7 @@ impl KubernetesWorker {
             name: job_name,
             stream_output: configuration.stream_output,
             limits: self.limits(&configuration),
+            created: Some(std::time::Instant::now()),
             client,
         })
     }

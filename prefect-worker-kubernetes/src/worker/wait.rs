@@ -31,8 +31,8 @@ const KNOWN_STATE_WINDOW: Duration = Duration::from_secs(10);
 const UNSEEN_JOB_EVERY: Duration = Duration::from_secs(5);
 
 /// One Job being waited on.
-pub(super) struct JobRef<'a> {
-    pub client: &'a Client,
+pub(super) struct JobRef {
+    pub client: Client,
     pub key: WatchKey,
     pub name: String,
     pub stream_output: bool,
@@ -46,11 +46,11 @@ impl KubernetesWorker {
     pub(super) async fn wait_for_job(
         &self,
         flow_run: &FlowRun,
-        job: JobRef<'_>,
+        job: JobRef,
         ctx: &RunContext,
     ) -> WorkerResult {
         let identifier = format!("{}:{}", job.key.namespace, job.name);
-        let mut subscription = self.tracker.subscribe(&job.key, job.client, &job.name);
+        let mut subscription = self.tracker.subscribe(&job.key, &job.client, &job.name);
         let mut state = RunWatch::new(job.limits, Instant::now());
         // Whether this wait proposed InfrastructurePending (whatever the answer: one lost in
         // transit may still have been applied).
@@ -153,7 +153,7 @@ impl KubernetesWorker {
     async fn act(
         &self,
         flow_run: &FlowRun,
-        job: &JobRef<'_>,
+        job: &JobRef,
         ctx: &RunContext,
         state: &mut RunWatch,
         actions: Vec<Action>,
@@ -239,11 +239,11 @@ impl KubernetesWorker {
         None
     }
 
-    async fn forward_logs(&self, job: &JobRef<'_>, state: &RunWatch, ctx: &RunContext) {
+    async fn forward_logs(&self, job: &JobRef, state: &RunWatch, ctx: &RunContext) {
         if self.settings.forward_crashed_run_logs {
             let pods = state.pods_newest_first();
             forward_crash_logs(
-                job.client,
+                &job.client,
                 &job.key.namespace,
                 &pods,
                 self.settings.crashed_run_log_tail_lines,
@@ -256,7 +256,7 @@ impl KubernetesWorker {
     /// Whether another Job of the same flow run (different uid) is active or succeeded.
     async fn replacement_exists(
         &self,
-        job: &JobRef<'_>,
+        job: &JobRef,
         uid: Option<&str>,
         flow_run: &FlowRun,
     ) -> bool {
