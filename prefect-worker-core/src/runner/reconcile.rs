@@ -303,7 +303,16 @@ impl<W: Worker> Inner<W> {
         pid: &str,
         logger: &crate::runner::FlowRunLogger,
     ) {
-        match final_state::restore_final_state(&self.client, run).await {
+        // One read serves both: the hidden end's check and the crash's. (A final state
+        // committed after it makes the server abort the crash proposal.)
+        let current = match self.client.read_flow_run(run.id).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(flow_run_id = %run.id, error = %e, "cannot check an adopted run's end");
+                return;
+            }
+        };
+        match final_state::restore_hidden_final_state(&self.client, &current).await {
             Ok(Some(done)) => {
                 logger.warning(format!(
                     "Flow run '{}' had finished ({}) but did not show it; restored",
@@ -318,22 +327,18 @@ impl<W: Worker> Inner<W> {
                 return;
             }
         }
-        match self.client.read_flow_run(run.id).await {
-            Ok(current)
-                if current
-                    .state_type()
-                    .is_some_and(|t| matches!(t, StateType::Pending | StateType::Running)) =>
-            {
-                let state = current
-                    .state
-                    .as_ref()
-                    .map_or_else(String::new, crate::client::models::State::display_name);
-                let message = format!(
-                    "Flow run infrastructure '{pid}' exited with status code 0, but the flow run is still {state}: its engine did not report a final state. Check the container's command and logs."
-                );
-                propose_crashed(&self.client, run, &message, logger).await;
-            }
-            _ => {}
+        if current
+            .state_type()
+            .is_some_and(|t| matches!(t, StateType::Pending | StateType::Running))
+        {
+            let state = current
+                .state
+                .as_ref()
+                .map_or_else(String::new, crate::client::models::State::display_name);
+            let message = format!(
+                "Flow run infrastructure '{pid}' exited with status code 0, but the flow run is still {state}: its engine did not report a final state. Check the container's command and logs."
+            );
+            propose_crashed(&self.client, run, &message, logger).await;
         }
     }
 
