@@ -154,6 +154,20 @@ impl RunWatch {
             self.finished = true;
             return vec![Action::Finish(o)];
         }
+        // Its pod succeeded, so the Job did (one completion): deleted by a short
+        // `ttlSecondsAfterFinished` before the watch showed its Complete condition (a relist
+        // after the deletion, on a loaded machine). Python, too, reports a deleted Job that
+        // had succeeded as succeeded.
+        if self.pods.values().any(|p| {
+            p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded")
+                && primary_exit_code(p).is_none_or(|c| c == 0)
+        }) {
+            self.finished = true;
+            return vec![Action::Finish(Outcome {
+                status_code: 0,
+                detail: None,
+            })];
+        }
         vec![Action::CheckJobDeleted]
     }
 
@@ -663,6 +677,27 @@ mod tests {
         let a = w.on_tick(t + Duration::from_secs(110));
         assert!(
             matches!(&a[..], [Action::DeleteJobAndFinish(o)] if o.detail.as_deref().unwrap().contains("job_watch_timeout_seconds"))
+        );
+    }
+
+    #[test]
+    fn a_job_deleted_after_its_pod_succeeded_succeeded() {
+        let t = Instant::now();
+        let mut w = RunWatch::new(Limits::default(), t);
+        w.on_job(job(json!([])), t);
+        w.on_pod(
+            pod(
+                "p1",
+                json!({"phase": "Succeeded", "containerStatuses": container(json!({"terminated": {"exitCode": 0}}))}),
+            ),
+            t,
+        );
+        assert_eq!(
+            w.on_job_deleted(),
+            vec![Action::Finish(Outcome {
+                status_code: 0,
+                detail: None
+            })]
         );
     }
 

@@ -439,6 +439,9 @@ impl Side<Job> for JobSide {
     }
     fn delete(&self, idx: &mut NamespaceIndex, obj: &Job) {
         if let Some(n) = obj.metadata.name.as_deref() {
+            // The deleted object is the Job's last version: its waiter sees how it ended
+            // (Complete, say) before the deletion, should no earlier event have shown it.
+            idx.apply_job(obj.clone(), false);
             idx.delete_job(n);
         }
     }

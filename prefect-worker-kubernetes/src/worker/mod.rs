@@ -28,7 +28,7 @@ use crate::configuration::KubernetesWorkerJobConfiguration;
 use crate::metrics::KubernetesMetrics;
 use crate::pod_replicator::PodEventReplicator;
 use crate::run_watch::Limits;
-use crate::tracker::{Tracker, WatchKey};
+use crate::tracker::{Subscription, Tracker, WatchKey};
 use wait::JobRef;
 
 /// Options of a [`KubernetesWorker`].
@@ -238,8 +238,11 @@ impl Worker for KubernetesWorker {
         // Boxed, and everything it built (configuration, manifest, the created Job) dropped
         // before the wait: a run is tracked for as long as its pod runs, thousands at once,
         // and the wait needs only where the Job is.
-        let job_ref = Box::pin(self.create_for_run(flow_run, configuration, &mut ctx)).await?;
-        Ok(self.wait_for_job(flow_run, job_ref, &ctx).await)
+        let (job_ref, subscription) =
+            Box::pin(self.create_for_run(flow_run, configuration, &mut ctx)).await?;
+        Ok(self
+            .wait_for_job(flow_run, job_ref, subscription, &ctx)
+            .await)
     }
 
     async fn kill_infrastructure(
@@ -386,7 +389,10 @@ impl Worker for KubernetesWorker {
         };
         // Not needed while waiting (see `run`).
         drop(configuration);
-        Ok(self.wait_for_job(flow_run, job_ref, &ctx).await)
+        let subscription = job_ref.subscribe(&self.tracker);
+        Ok(self
+            .wait_for_job(flow_run, job_ref, subscription, &ctx)
+            .await)
     }
 
     /// Pod events (`prefect.kubernetes.pod.*`) from the shared tracker's pod watch, unless
@@ -445,7 +451,7 @@ impl KubernetesWorker {
         flow_run: &FlowRun,
         configuration: KubernetesWorkerJobConfiguration,
         ctx: &mut RunContext,
-    ) -> Result<JobRef, RunError> {
+    ) -> Result<(JobRef, Subscription), RunError> {
         ctx.check_claim()?;
         crate::configuration::check_field_types(&Value::Object(configuration.job_manifest.clone()))
             .map_err(|m| RunError::new("ValidationError", m))?;
@@ -508,6 +514,23 @@ impl KubernetesWorker {
             .clone()
             .unwrap_or_else(|| namespace.clone());
         let job_name = job.metadata.name.clone().unwrap_or_default();
+        let pid = format!("{job_ns}:{job_name}");
+        let job_ref = JobRef {
+            key: WatchKey {
+                cluster: cluster.clone(),
+                namespace: job_ns.clone(),
+            },
+            name: job_name.clone(),
+            stream_output: configuration.stream_output,
+            limits: self.limits(&configuration),
+            created: Some(std::time::Instant::now()),
+            client: client.clone(),
+        };
+        // Subscribed at once, before anything else is awaited (the env Secret's owner
+        // reference) or the runner told: the index forgets a finished Job nobody waits on,
+        // so a short Job could otherwise end, and even be deleted by a short
+        // `finished_job_ttl`, before the wait looked. Subscribed, its changes queue.
+        let subscription = job_ref.subscribe(&self.tracker);
         if let Some((_, name)) = &plan.env_secret
             && let Some(w) =
                 secrets::own_env_secret(target, name, &job, &self.missing_permissions).await
@@ -517,18 +540,8 @@ impl KubernetesWorker {
         ctx.logger().info(format!(
             "Kubernetes job '{job_name}' created in namespace '{job_ns}'"
         ));
-        ctx.started(format!("{job_ns}:{job_name}"));
-        Ok(JobRef {
-            key: WatchKey {
-                cluster,
-                namespace: job_ns,
-            },
-            name: job_name,
-            stream_output: configuration.stream_output,
-            limits: self.limits(&configuration),
-            created: Some(std::time::Instant::now()),
-            client,
-        })
+        ctx.started(pid);
+        Ok((job_ref, subscription))
     }
 }
 

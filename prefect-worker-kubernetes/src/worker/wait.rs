@@ -17,7 +17,7 @@ use super::KubernetesWorker;
 use super::logs::{forward_crash_logs, stream_output};
 use crate::diagnosis::DiagnosisLevel;
 use crate::run_watch::{Action, Limits, Outcome, RunWatch};
-use crate::tracker::{Observation, WatchKey};
+use crate::tracker::{Observation, Subscription, Tracker, WatchKey};
 
 /// A Job without a pod for this long asks for its FailedCreate events (the namespace's
 /// shared events watch, `job_events`): pods normally appear well within it, so most runs
@@ -42,15 +42,24 @@ pub(super) struct JobRef {
     pub created: Option<Instant>,
 }
 
+impl JobRef {
+    /// The shared watch's changes to this Job, from now on (and what it already knows).
+    pub(super) fn subscribe(&self, tracker: &Tracker) -> Subscription {
+        tracker.subscribe(&self.key, &self.client, &self.name)
+    }
+}
+
 impl KubernetesWorker {
+    /// Waits for the Job to end, from `subscription` (taken with [`JobRef::subscribe`] as
+    /// soon as the Job is known, so that no change is missed before the wait starts).
     pub(super) async fn wait_for_job(
         &self,
         flow_run: &FlowRun,
         job: JobRef,
+        mut subscription: Subscription,
         ctx: &RunContext,
     ) -> WorkerResult {
         let identifier = format!("{}:{}", job.key.namespace, job.name);
-        let mut subscription = self.tracker.subscribe(&job.key, &job.client, &job.name);
         let mut state = RunWatch::new(job.limits, Instant::now());
         // Whether this wait proposed InfrastructurePending (whatever the answer: one lost in
         // transit may still have been applied).
