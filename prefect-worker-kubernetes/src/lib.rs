@@ -24,6 +24,7 @@
 pub mod clients;
 pub mod configuration;
 mod diagnosis;
+mod index_objects;
 mod job_events;
 pub mod metrics;
 mod pod_events;

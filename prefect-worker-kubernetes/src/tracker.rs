@@ -23,6 +23,7 @@ use kube::{Client, Resource};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::index_objects::{JOB_NAME_LABELS, strip_job, strip_pod};
 use crate::job_events::{self, Change, EventsSource};
 use crate::metrics::KubernetesMetrics;
 use crate::pod_replicator::PodEventReplicator;
@@ -37,9 +38,6 @@ pub enum Observation {
     /// A `FailedCreate` event about the Job (only while the run asked for events).
     JobEvent(Arc<K8sEvent>),
 }
-
-/// The label every Job pod carries naming its Job.
-const JOB_NAME_LABEL: &str = "job-name";
 
 /// Pure index of one namespace: latest objects and who waits on which Job.
 #[derive(Debug, Default)]
@@ -195,27 +193,7 @@ fn job_finished(job: &Job) -> bool {
 
 fn pod_job_name(pod: &Pod) -> Option<String> {
     let labels = pod.metadata.labels.as_ref()?;
-    labels
-        .get(JOB_NAME_LABEL)
-        .or_else(|| labels.get("batch.kubernetes.io/job-name"))
-        .cloned()
-}
-
-/// Managed fields are large and useless here; dropping them keeps 1,000 tracked runs small.
-fn strip_job(mut job: Job) -> Job {
-    job.metadata.managed_fields = None;
-    job.spec = job.spec.map(|mut s| {
-        // The pod template (env, manifests) is not needed to judge the outcome.
-        s.template = Default::default();
-        s
-    });
-    job
-}
-
-fn strip_pod(mut pod: Pod) -> Pod {
-    pod.metadata.managed_fields = None;
-    pod.spec = None;
-    pod
+    JOB_NAME_LABELS.iter().find_map(|k| labels.get(*k)).cloned()
 }
 
 /// Identifies one namespace of one cluster.
@@ -616,8 +594,9 @@ mod tests {
     }
 
     #[test]
-    fn stripping_drops_heavy_fields() {
-        let j = strip_job(job("a"));
-        assert!(j.spec.unwrap().template.spec.is_none());
+    fn the_index_keeps_stripped_objects() {
+        let mut idx = NamespaceIndex::default();
+        idx.apply_job(job("a"), false);
+        assert!(idx.jobs["a"].spec.is_none());
     }
 }

@@ -259,7 +259,11 @@ impl<W: Worker> Inner<W> {
             tracked.insert(
                 run.id,
                 Tracked {
-                    configuration: Some(Arc::new(configuration.clone())),
+                    configuration: Some(Arc::new(
+                        self.worker
+                            .configuration_to_keep(&configuration)
+                            .unwrap_or_else(|| configuration.clone()),
+                    )),
                     infrastructure_pid: Some(pid.clone()),
                     pid_recorded: run.infrastructure_pid.as_deref() == Some(pid.as_str()),
                     cancelling: false,

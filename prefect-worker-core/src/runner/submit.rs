@@ -182,6 +182,15 @@ impl<W: Worker> Inner<W> {
             self.give_back_expired(&flow_run, &logger, &claim).await;
             return;
         }
+        // From here on the configuration is only needed to kill the infrastructure: the
+        // tracked entry keeps what the worker says that needs, for as long as the run lasts.
+        if early.is_none()
+            && let Some(kept) = self.worker.configuration_to_keep(&configuration)
+            && let Some(t) = self.lock_tracked().get_mut(&flow_run.id)
+        {
+            t.configuration = Some(Arc::new(kept));
+        }
+        drop(configuration);
         drop(_slot);
         submitting.done();
         let result = match early {

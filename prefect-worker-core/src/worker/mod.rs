@@ -114,7 +114,8 @@ pub enum FoundInfrastructure {
 /// - `run` must not create infrastructure once [`RunContext::check_claim`] fails (the
 ///   claim timeout has passed): another worker may be about to return the run to the
 ///   queue. Check it right before each create attempt.
-/// - `kill_infrastructure` stops the infrastructure named by a previous `started` identifier.
+/// - `kill_infrastructure` stops the infrastructure named by a previous `started` identifier,
+///   given the run's configuration as [`Worker::configuration_to_keep`] kept it.
 /// - `teardown` releases what the worker holds (watches, temporary secrets) at shutdown.
 #[async_trait]
 pub trait Worker: Send + Sync + 'static {
@@ -145,6 +146,20 @@ pub trait Worker: Send + Sync + 'static {
         configuration: &Self::Configuration,
         grace: Duration,
     ) -> Result<(), KillError>;
+
+    /// What the runner keeps of a run's configuration once the run's infrastructure exists,
+    /// to hand to [`Worker::kill_infrastructure`] later (cancellation, cleanup): thousands of
+    /// runs may be tracked at once, so a worker whose `kill_infrastructure` reads only a
+    /// few fields may return a copy without the rest (a Job manifest, say). `None` (the
+    /// default) keeps the configuration `run` was given. `run` and [`Worker::resume`] always
+    /// get the whole configuration.
+    fn configuration_to_keep(
+        &self,
+        configuration: &Self::Configuration,
+    ) -> Option<Self::Configuration> {
+        let _ = configuration;
+        None
+    }
 
     /// Whether [`Worker::kill_infrastructure`] can stop infrastructure. Only a worker that can
     /// asks the server for cleanup delivery over the worker channel (Python offers it only

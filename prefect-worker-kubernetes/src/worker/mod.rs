@@ -245,6 +245,28 @@ impl Worker for KubernetesWorker {
             .await)
     }
 
+    /// Killing a Job needs only where it is: its cluster (the pid names the namespace and
+    /// the Job). The manifest, env, labels and annotations (most of a configuration's
+    /// memory) are not kept while the run waits.
+    fn configuration_to_keep(
+        &self,
+        configuration: &KubernetesWorkerJobConfiguration,
+    ) -> Option<KubernetesWorkerJobConfiguration> {
+        Some(KubernetesWorkerJobConfiguration {
+            name: configuration.name.clone(),
+            command: None,
+            env: crate::configuration::KubernetesEnv::default(),
+            labels: indexmap::IndexMap::new(),
+            namespace: configuration.namespace.clone(),
+            annotations: indexmap::IndexMap::new(),
+            job_manifest: serde_json::Map::new(),
+            cluster_config: configuration.cluster_config.clone(),
+            job_watch_timeout_seconds: configuration.job_watch_timeout_seconds,
+            pod_watch_timeout_seconds: configuration.pod_watch_timeout_seconds,
+            stream_output: configuration.stream_output,
+        })
+    }
+
     async fn kill_infrastructure(
         &self,
         infrastructure_pid: &str,
@@ -560,6 +582,36 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn the_kept_configuration_still_says_where_the_job_is() {
+        let worker = KubernetesWorker::new(KubernetesWorkerOptions::new("w"));
+        let cluster = crate::configuration::KubernetesClusterConfig {
+            config: serde_json::Map::from_iter([("clusters".to_owned(), serde_json::json!([]))]),
+            context_name: "second".into(),
+        };
+        let full = KubernetesWorkerJobConfiguration {
+            name: Some("n".into()),
+            command: Some("python flow.py".into()),
+            env: crate::configuration::KubernetesEnv::default(),
+            labels: indexmap::IndexMap::from([("a".to_owned(), "b".to_owned())]),
+            namespace: "ns".into(),
+            annotations: indexmap::IndexMap::new(),
+            job_manifest: serde_json::Map::from_iter([(
+                "kind".to_owned(),
+                serde_json::json!("Job"),
+            )]),
+            cluster_config: Some(cluster),
+            job_watch_timeout_seconds: Some(5),
+            pod_watch_timeout_seconds: 60,
+            stream_output: true,
+        };
+        let kept = worker.configuration_to_keep(&full).unwrap();
+        // What kill_infrastructure reads: the cluster to reach.
+        assert_eq!(cluster_value(&kept), cluster_value(&full));
+        assert_eq!(kept.namespace, full.namespace);
+        assert!(kept.job_manifest.is_empty() && kept.labels.is_empty() && kept.command.is_none());
     }
 
     #[test]
