@@ -59,7 +59,8 @@ pub(super) struct Inner<W: Worker> {
     pub(super) worker: Arc<W>,
     pub(super) client: PrefectClient,
     pub(super) options: RunnerOptions,
-    pub(super) work_pool: RwLock<Option<WorkPool>>,
+    /// Shared, not copied, by every submission (its base job template is large).
+    pub(super) work_pool: RwLock<Option<Arc<WorkPool>>>,
     /// The worker channel, Cloud's worker id and what was already sent (`runner/channel.rs`).
     pub(super) sync_state: SyncState,
     pub(super) health: Arc<HealthState>,
@@ -180,7 +181,7 @@ impl<W: Worker> Runner<W> {
     #[must_use]
     pub fn with_work_pool(self, pool: WorkPool) -> Self {
         if let Ok(mut slot) = self.inner.work_pool.write() {
-            *slot = Some(pool);
+            *slot = Some(Arc::new(pool));
         }
         self
     }
@@ -260,7 +261,7 @@ impl<W: Worker> Runner<W> {
                 Some(rx) => rx.await.ok().flatten(),
                 None => None,
             };
-            match handed.or_else(|| inner.work_pool()) {
+            match handed.or_else(|| inner.work_pool().map(Arc::unwrap_or_clone)) {
                 Some(pool) => inner.install_pool(pool).await,
                 None => inner.sync_pool().await,
             }
@@ -364,7 +365,7 @@ impl<W: Worker> Inner<W> {
         }
     }
 
-    pub(super) fn work_pool(&self) -> Option<WorkPool> {
+    pub(super) fn work_pool(&self) -> Option<Arc<WorkPool>> {
         self.work_pool.read().ok().and_then(|p| p.clone())
     }
 

@@ -34,7 +34,7 @@ impl<W: Worker> Inner<W> {
         if !e.emitter.is_enabled() {
             return;
         }
-        let event = e.builder.started(self.work_pool().as_ref());
+        let event = e.builder.started(self.work_pool().as_deref());
         *e.started.lock().unwrap_or_else(PoisonError::into_inner) = Some(event.clone());
         e.emitter.emit(event);
     }
@@ -50,7 +50,7 @@ impl<W: Worker> Inner<W> {
         if let Some(started) = started {
             let pool = self.work_pool();
             e.emitter
-                .emit(e.builder.stopped(pool.as_ref(), Some(&started)));
+                .emit(e.builder.stopped(pool.as_deref(), Some(&started)));
         }
     }
 
@@ -68,7 +68,7 @@ impl<W: Worker> Inner<W> {
         let pool = self.work_pool();
         let event = e
             .builder
-            .submitted(flow_run, deployment, Some(flow), pool.as_ref());
+            .submitted(flow_run, deployment, Some(flow), pool.as_deref());
         e.emitter.emit(event.clone());
         Some(event)
     }

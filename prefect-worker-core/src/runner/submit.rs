@@ -440,13 +440,15 @@ impl<W: Worker> Inner<W> {
                 transient: true,
             });
         };
+        let default_template;
         let template = if pool.base_job_template.is_empty() {
-            match self.worker.default_base_job_template() {
+            default_template = match self.worker.default_base_job_template() {
                 Value::Object(m) => m,
                 _ => serde_json::Map::new(),
-            }
+            };
+            &default_template
         } else {
-            pool.base_job_template.clone()
+            &pool.base_job_template
         };
         // The id Prefect Cloud gave this worker so far (PREFECT__WORKER_ID in the job).
         let worker_id = self.worker_id();
@@ -460,7 +462,7 @@ impl<W: Worker> Inner<W> {
             environment: &self.options.environment,
             versions: &self.options.versions,
         };
-        let c = resolve_for_flow_run::<W::Configuration>(&template, &ctx, &self.client).await?;
+        let c = resolve_for_flow_run::<W::Configuration>(template, &ctx, &self.client).await?;
         Ok((c, flow))
     }
 

@@ -111,7 +111,7 @@ impl<W: Worker> Inner<W> {
             );
         }
         if let Ok(mut slot) = self.work_pool.write() {
-            *slot = Some(pool);
+            *slot = Some(Arc::new(pool));
         }
     }
 
