@@ -80,6 +80,8 @@ def main() -> int:
                     help="PREFECT_WORKER_QUERY_SECONDS for the workers (default: theirs, 10 s; --smoke: 1 s)")
     ap.add_argument("--timeout", type=float, default=900, help="longest single wait, seconds")
     ap.add_argument("--report-only", action="store_true", help="rewrite the report from the stored results")
+    ap.add_argument("--keep-contenders", action="store_true",
+                    help="keep the stored results of contenders not run this time (marked with when they were measured)")
     args = ap.parse_args()
     if args.report_only:
         write_report(Path(args.results), Path(args.out), machine_and_versions(args))
@@ -141,6 +143,8 @@ def main() -> int:
                 "sizes": {k: v for k, v in sizes.items()}, "smoke": args.smoke, "contenders": names,
                 "worker_env": args.worker_env,
             }
+            if args.keep_contenders:
+                keep_other_contenders(results / f"{name}.json", data)
             (results / f"{name}.json").write_text(json.dumps(data, indent=1))
             print(f"[bench] {name} done in {data['meta']['duration_s']} s", file=sys.stderr, flush=True)
     finally:
@@ -149,6 +153,20 @@ def main() -> int:
     write_report(results, Path(args.out), machine_and_versions(args))
     print(f"[bench] report: {args.out}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def keep_other_contenders(stored: Path, data: dict) -> None:
+    """Carries the stored rows of contenders this run did not measure into `data`, each
+    marked with when it was measured, so re-measuring one worker keeps the others' rows."""
+    if "error" in data or not stored.exists():
+        return
+    old = json.loads(stored.read_text())
+    kept = data.setdefault("kept", {})
+    for name, row in old.get("contenders", {}).items():
+        if name in data.get("contenders", {}):
+            continue
+        data.setdefault("contenders", {})[name] = row
+        kept[name] = old.get("kept", {}).get(name) or old.get("meta", {}).get("measured_at", "?")
 
 
 def machine_and_versions(args) -> dict:

@@ -74,6 +74,8 @@ def meta_line(d: dict) -> str:
          f"{m.get('load_before')}, after {m.get('load_after')} (1/5/15 min)")
     if m.get("smoke"):
         s += "; **smoke sizes** (not a measurement)"
+    for name, when in d.get("kept", {}).items():
+        s += f"; the {LABELS.get(name, name)} row kept from the run of {when}"
     return s + "._"
 
 
@@ -250,6 +252,7 @@ def write_report(results: Path, out: Path, machine: dict) -> None:
           "scripts/bench.sh --scenarios churn                 # 5,000 runs (ours), 500 (Python)",
           "scripts/bench.sh --scenarios latency               # cancellation and crash latency",
           "scripts/bench.sh --contenders ours,limit --set burst=200   # fewer contenders, other sizes",
+          "scripts/bench.sh --scenarios churn --contenders ours --keep-contenders   # re-measure one, keep the other rows",
           "scripts/bench.sh --smoke                           # tiny sizes (the test suite's bench_smoke)",
           "```", "",
           "Results are kept per scenario in `bench/results/` (git-ignored); this page is rewritten from all of "

@@ -8,12 +8,17 @@ use std::process::{Child, Command, Stdio};
 use anyhow::{Context, Result};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use prefect_test_harness::{DeploymentSpec, PrefectApi, repo_root};
+use prefect_worker_core::client::models::FlowRun;
 use prefect_worker_core::client::{ClientOptions, PrefectClient};
 use prefect_worker_core::events::EventEmitter;
 use prefect_worker_core::job_config::Environment;
+use prefect_worker_core::job_config::JobConfiguration;
 use prefect_worker_core::runner::{Runner, RunnerError, RunnerOptions};
 use prefect_worker_kubernetes::clients::ClientCache;
-use prefect_worker_kubernetes::{KubernetesSettings, KubernetesWorker, KubernetesWorkerOptions};
+use prefect_worker_kubernetes::{
+    KubernetesSettings, KubernetesWorker, KubernetesWorkerJobConfiguration,
+    KubernetesWorkerOptions, preview_from_golden_input,
+};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -244,4 +249,26 @@ pub async fn flow_deployment(
 #[must_use]
 pub fn pool_name(tag: &str) -> String {
     format!("{tag}-{}", &Uuid::new_v4().simple().to_string()[..8])
+}
+
+/// A flow run and its prepared configuration for `job_variables`, built through the golden
+/// pipeline (Prefect's default template, worker `k8s-worker-1`, namespace `default`): for
+/// tests that drive the [`prefect_worker_core::worker::Worker`] trait without a server.
+pub fn golden_configuration(
+    job_variables: Value,
+) -> Result<(FlowRun, KubernetesWorkerJobConfiguration)> {
+    let path = repo_root()
+        .join("prefect-worker-kubernetes/tests/golden/default-template-no-job-variables.json");
+    let case: Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
+    let mut input = case["input"].clone();
+    input["deployment"]["job_variables"] = job_variables;
+    input["flow_run"]["id"] = json!(Uuid::new_v4());
+    let Value::Object(map) = preview_from_golden_input(&input)? else {
+        anyhow::bail!("the golden pipeline did not give an object");
+    };
+    let config = KubernetesWorkerJobConfiguration::from_populated(map)?;
+    let flow_run: FlowRun = serde_json::from_value(json!({
+        "id": input["flow_run"]["id"], "name": input["flow_run"]["name"], "flow_id": input["flow_run"]["flow_id"]
+    }))?;
+    Ok((flow_run, config))
 }

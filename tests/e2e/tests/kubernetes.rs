@@ -642,3 +642,75 @@ async fn the_outcome_survives_watch_cuts_410s_and_api_errors() -> Result<()> {
     sim.shutdown().await;
     Ok(())
 }
+
+/// A Job of this worker that failed before any wait began (one failing at once can beat
+/// the wait's subscription; an adopted one failed while its worker was down): the shared
+/// index forgets a finished Job nobody waits on, and its pods with it. The wait still
+/// reports the pod's exit code, by listing the failed Job's pods, not -1 without a reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_failed_before_its_wait_began_reports_its_pods_exit_code() -> Result<()> {
+    use prefect_worker_core::client::{ClientOptions, PrefectClient};
+    use prefect_worker_core::runner::{FlowRunLogger, RunContext};
+    use prefect_worker_core::worker::Worker;
+    use prefect_worker_kubernetes::clients::ClientCache;
+    use prefect_worker_kubernetes::{KubernetesWorker, KubernetesWorkerOptions};
+
+    let sim = start_cluster().await?;
+    // Named as the golden manifests' `prefect.io/worker-name` label, which its watches select.
+    let worker = std::sync::Arc::new(KubernetesWorker::new(
+        KubernetesWorkerOptions::new("k8s-worker-1")
+            .with_clients(ClientCache::with_default_config(
+                e2e::k8s::kube_config(&sim).await?,
+            ))
+            .with_output(std::sync::Arc::new(|_, _| {})),
+    ));
+    // No Prefect server: the worker's calls to it fail quietly.
+    let nowhere = PrefectClient::new(ClientOptions::new("http://127.0.0.1:9/api"))?;
+    // A long run first: its wait starts the namespace's shared watches.
+    let (long_run, long_config) =
+        e2e::k8s::golden_configuration(json!({"image": "sim/sleep:600"}))?;
+    let long = {
+        let (worker, client) = (worker.clone(), nowhere.clone());
+        tokio::spawn(async move {
+            let (ctx, _) = RunContext::new(FlowRunLogger::detached(long_run.id), client);
+            worker.run(&long_run, long_config, ctx).await
+        })
+    };
+    until("the long run's pod to run", T, || async {
+        Ok(sim
+            .list::<Pod>(Some("default"))
+            .iter()
+            .any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")))
+    })
+    .await?;
+    // Then a Job of this worker that fails at once, created with nobody waiting on it.
+    let (run, config) = e2e::k8s::golden_configuration(json!({"image": "sim/exit:3"}))?;
+    let mut manifest: Job = serde_json::from_value(Value::Object(config.job_manifest.clone()))?;
+    manifest.metadata.generate_name = None;
+    manifest.metadata.name = Some("failed-early".into());
+    manifest.metadata.namespace = Some("default".into());
+    sim.create(manifest)?;
+    until("the Job to fail", T, || async {
+        Ok(sim
+            .list::<Job>(Some("default"))
+            .iter()
+            .filter(|j| j.metadata.name.as_deref() == Some("failed-early"))
+            .any(|j| j.status.as_ref().and_then(|s| s.failed).unwrap_or(0) > 0))
+    })
+    .await?;
+    // Let the worker's watches deliver the failure to its index (milliseconds), so that the
+    // wait below starts after the index has forgotten the Job: the case under test. (Were it
+    // earlier, the wait would see the Job fail live and pass without the fix.)
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (ctx, _) = RunContext::new(FlowRunLogger::detached(run.id), nowhere.clone());
+    let result = tokio::time::timeout(
+        Duration::from_secs(60),
+        worker.resume(&run, "default:failed-early", config, ctx),
+    )
+    .await??;
+    assert_eq!(result.status_code, 3, "{result:?}");
+    long.abort();
+    worker.teardown().await;
+    sim.shutdown().await;
+    Ok(())
+}

@@ -6,43 +6,17 @@
 // Fixtures: a cluster that cannot be reached is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use prefect_worker_core::client::models::FlowRun;
 use prefect_worker_core::client::{ClientOptions, PrefectClient};
-use prefect_worker_core::job_config::JobConfiguration;
 use prefect_worker_core::runner::{FlowRunLogger, RunContext};
 use prefect_worker_core::worker::Worker;
-use prefect_worker_kubernetes::{
-    KubernetesWorker, KubernetesWorkerJobConfiguration, KubernetesWorkerOptions,
-    preview_from_golden_input,
-};
+use prefect_worker_kubernetes::{KubernetesWorker, KubernetesWorkerOptions};
 use serde_json::{Value, json};
 
-/// A prepared configuration for `job_variables`, built through the golden-case pipeline.
-fn configuration(job_variables: Value) -> (FlowRun, KubernetesWorkerJobConfiguration) {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../prefect-worker-kubernetes/tests/golden");
-    let case: Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("default-template-no-job-variables.json")).unwrap(),
-    )
-    .unwrap();
-    let mut input = case["input"].clone();
-    input["deployment"]["job_variables"] = job_variables;
-    input["flow_run"]["id"] = json!(uuid::Uuid::new_v4());
-    let prepared = preview_from_golden_input(&input).unwrap();
-    let Value::Object(map) = prepared else {
-        panic!("not an object")
-    };
-    let config = KubernetesWorkerJobConfiguration::from_populated(map).unwrap();
-    let flow_run: FlowRun = serde_json::from_value(json!({
-        "id": input["flow_run"]["id"], "name": input["flow_run"]["name"], "flow_id": input["flow_run"]["flow_id"]
-    }))
-    .unwrap();
-    (flow_run, config)
-}
-
 async fn run(job_variables: Value) -> prefect_worker_core::WorkerResult {
-    let (flow_run, config) = configuration(job_variables);
-    let worker = KubernetesWorker::new(KubernetesWorkerOptions::new("real-cluster-test"));
+    let (flow_run, config) = e2e::k8s::golden_configuration(job_variables).unwrap();
+    // The golden manifest carries `prefect.io/worker-name: k8s-worker-1`, which the
+    // worker's shared watches select on.
+    let worker = KubernetesWorker::new(KubernetesWorkerOptions::new("k8s-worker-1"));
     let client = PrefectClient::new(ClientOptions::new("http://127.0.0.1:9/api")).unwrap();
     let (ctx, _started) = RunContext::new(FlowRunLogger::detached(flow_run.id), client);
     let result = worker.run(&flow_run, config, ctx).await.unwrap();
