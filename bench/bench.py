@@ -69,6 +69,8 @@ def main() -> int:
     ap.add_argument("--smoke", action="store_true", help="tiny sizes: checks that every scenario still runs")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=N", help="override a size, e.g. churn_ours=2000")
     ap.add_argument("--worker-bin", default=str(REPO / "target/release/prefect-worker"))
+    ap.add_argument("--worker-env", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra environment for our worker, e.g. PREFECT_WORKER_MAX_CONCURRENT_SUBMISSIONS=128")
     ap.add_argument("--kubesim-bin", default=str(REPO / "target/release/kubesim"))
     ap.add_argument("--python-venv", default=str(REPO / "bench/.venv"), help="venv with prefect-kubernetes==0.8.0")
     ap.add_argument("--server-venv", default=str(REPO / ".venv"))
@@ -113,7 +115,8 @@ def main() -> int:
         contenders = {}
         if "ours" in names:
             contenders["ours"] = Contender("ours", lambda pool, n: [
-                args.worker_bin, "start", "--pool", pool, "--name", n, "--type", "kubernetes"], dict(common))
+                args.worker_bin, "start", "--pool", pool, "--name", n, "--type", "kubernetes"],
+                {**common, **dict(kv.split("=", 1) for kv in args.worker_env)})
         if "python" in names:
             prefect = Path(args.python_venv) / "bin/prefect"
             if not prefect.exists():
@@ -138,6 +141,7 @@ def main() -> int:
                 "load_before": [round(x, 2) for x in load_before],
                 "load_after": [round(x, 2) for x in os.getloadavg()],
                 "sizes": {k: v for k, v in sizes.items()}, "smoke": args.smoke, "contenders": names,
+                "worker_env": args.worker_env,
             }
             if args.keep_contenders:
                 keep_other_contenders(results / f"{name}.json", data)

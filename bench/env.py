@@ -54,6 +54,7 @@ class Server:
     state_dir: Path
     api: str = ""
     log: Path | None = None
+    pid: int | None = None
 
     def start(self) -> None:
         env = dict(os.environ)
@@ -72,6 +73,11 @@ class Server:
             line.split("=", 1) for line in (self.state_dir / "server.env").read_text().splitlines() if "=" in line
         )
         self.log = Path(values["HOME"]) / "server.log"
+        self.pid = int(values["PID"]) if values.get("PID") else None
+
+    def cpu(self) -> float | None:
+        """CPU seconds the Prefect server's processes have used (not PostgreSQL's)."""
+        return cpu_seconds(self.pid) if self.pid else None
 
     def stop(self) -> None:
         subprocess.run([str(REPO / "scripts/prefect-server.sh"), "stop", "--state-dir", str(self.state_dir)],

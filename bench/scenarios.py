@@ -293,6 +293,7 @@ def burst_one(ctx: Ctx, name: str, n: int) -> dict:
     ctx.sim.clear_requests()
     off = ctx.server.log_offset()
     cpu0 = w.cpu() if w else 0.0
+    server_cpu0 = ctx.server.cpu()
     sampler = Sampler(w)
     t0 = time.time()
     set_paused(ctx, pool, False)
@@ -318,6 +319,7 @@ def burst_one(ctx: Ctx, name: str, n: int) -> dict:
     try:
         wait_until(f"{n} Jobs ({name})", ctx.timeout, all_jobs, every=0.2)
         t_jobs = max(jobs.added.values()) - t0
+        server_cpu = ctx.server.cpu()
         wait_until(f"{n} running pods ({name})", ctx.timeout, settled, every=0.2)
         t_pods = max(pods.running.values()) - t0
     finally:
@@ -343,6 +345,9 @@ def burst_one(ctx: Ctx, name: str, n: int) -> dict:
         "cpu_s": None if cpu is None else round(cpu, 2), "rss_peak_kib": sampler.peak if w else None,
         "requests": requests_breakdown(server_reqs, k8s_reqs, n),
         "server_requests_per_s": round(len(server_reqs) / max(t_jobs, 1e-6), 1),
+        # The Prefect server's CPU over the same window (1.0: one core busy the whole time).
+        "server_cpu_per_s": None if server_cpu0 is None or server_cpu is None
+        else round((server_cpu - server_cpu0) / max(t_jobs, 1e-6), 2),
         "timeline": [round(t, 3) for t in timeline],
     }
 

@@ -102,9 +102,10 @@ impl<W: Worker> Inner<W> {
         logger: FlowRunLogger,
     ) {
         let mut submitting = SubmittingGuard(Some(&self.submitting));
-        let Ok(_slot) = self.submissions.clone().acquire_owned().await else {
+        let Ok(slot) = self.submissions.clone().acquire_owned().await else {
             return;
         };
+        let mut slot = Some(slot);
         let claim_started = std::time::Instant::now();
         // Boxed: the preparation's requests are a large part of this task's state, which
         // would otherwise stay allocated for as long as the run is tracked.
@@ -165,6 +166,10 @@ impl<W: Worker> Inner<W> {
                         return;
                     }
                     self.metrics.submitted(claim_started.elapsed());
+                    // The slot bounds claims on their way to infrastructure: this one has
+                    // arrived, so the next run's claim starts beside the pid PATCH, not
+                    // after it (one round trip less per slot in a burst).
+                    drop(slot.take());
                     self.on_started(&flow_run, &logger, pid.clone()).await;
                     self.emit_executed(submitted.as_ref(), &pid, 0);
                 }
@@ -191,7 +196,7 @@ impl<W: Worker> Inner<W> {
             t.configuration = Some(Arc::new(kept));
         }
         drop(configuration);
-        drop(_slot);
+        drop(slot);
         submitting.done();
         let result = match early {
             Some(r) => Some(r),
