@@ -247,7 +247,9 @@ impl PrefectApi {
         Self {
             base,
             http,
-            retries: 8,
+            // About 33 s of backoff in all: 30 concurrent writers queue on SQLite's one
+            // write lock for longer than 8 retries' 10 s on a loaded 2-core machine.
+            retries: 20,
         }
     }
 
@@ -300,7 +302,7 @@ impl PrefectApi {
     /// Like Prefect's own client, it retries 503 (Prefect's answer to
     /// "database is locked" on SQLite, which two concurrent writers already
     /// provoke), 502 and 429, with exponential backoff and jitter, up to
-    /// `retries` times (default 8, about 10 s in all); see
+    /// `retries` times (default 20, about 33 s in all); see
     /// [`PrefectApi::with_retries`].
     pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value> {
         let mut attempt = 0;
