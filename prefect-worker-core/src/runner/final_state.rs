@@ -32,12 +32,33 @@ pub fn final_state_of_current_attempt(states: &[State]) -> Option<&State> {
 /// If `flow_run`'s current state is not final although a final state was recorded in its
 /// current attempt ([`final_state_of_current_attempt`]), proposes that final state again
 /// (forced). Returns the restored state.
+///
+/// A transient failure (transport, 5xx, 429, an answer that is not the promised JSON) is
+/// retried, 5 attempts over about 7 s: this is the last chance to undo a late Pending,
+/// and a run left showing Pending after its end stays so until someone notices.
 pub async fn restore_final_state(
     client: &PrefectClient,
     flow_run: &FlowRun,
 ) -> Result<Option<State>, ClientError> {
-    let current = client.read_flow_run(flow_run.id).await?;
-    restore_hidden_final_state(client, &current).await
+    let mut delay = std::time::Duration::from_millis(500);
+    let mut attempt = 1;
+    loop {
+        let result = match client.read_flow_run(flow_run.id).await {
+            Ok(current) => restore_hidden_final_state(client, &current).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Err(e)
+                if attempt < 5 && (e.is_transient() || matches!(e, ClientError::Decode { .. })) =>
+            {
+                tracing::debug!(flow_run_id = %flow_run.id, error = %e, attempt, "restoring the final state failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// [`restore_final_state`] for a run just read (`current`).
