@@ -33,9 +33,11 @@ pub fn final_state_of_current_attempt(states: &[State]) -> Option<&State> {
 /// current attempt ([`final_state_of_current_attempt`]), proposes that final state again
 /// (forced). Returns the restored state.
 ///
-/// A transient failure (transport, 5xx, 429, an answer that is not the promised JSON) is
-/// retried, 5 attempts over about 7 s: this is the last chance to undo a late Pending,
-/// and a run left showing Pending after its end stays so until someone notices.
+/// An answer that is not the promised JSON (a proxy's error page with status 200, a
+/// truncated body) is retried, 5 attempts over about 7 s: this is the last chance to undo
+/// a late Pending, and a run left showing Pending after its end stays so until someone
+/// notices. (Transport errors, 5xx and 429 are already retried by the client's own
+/// policy, `client::retry`.)
 pub async fn restore_final_state(
     client: &PrefectClient,
     flow_run: &FlowRun,
@@ -48,9 +50,7 @@ pub async fn restore_final_state(
             Err(e) => Err(e),
         };
         match result {
-            Err(e)
-                if attempt < 5 && (e.is_transient() || matches!(e, ClientError::Decode { .. })) =>
-            {
+            Err(e @ ClientError::Decode { .. }) if attempt < 5 => {
                 tracing::debug!(flow_run_id = %flow_run.id, error = %e, attempt, "restoring the final state failed; retrying");
                 tokio::time::sleep(delay).await;
                 delay *= 2;
