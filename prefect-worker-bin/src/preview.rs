@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use prefect_worker_core::client::models::FlowRun;
+use prefect_worker_core::client::models::{FlowRun, RawFields};
 use prefect_worker_core::client::{ClientOptions, PrefectClient};
 use prefect_worker_core::job_config::{
     JobConfiguration, PrepareContext, Versions, resolve_for_flow_run,
@@ -82,7 +82,7 @@ pub async fn preview(args: PreviewArgs) -> Result<ExitCode> {
         state: None,
         start_time: None,
         infrastructure_pid: None,
-        extra: serde_json::Map::new(),
+        extra: RawFields::new(),
     };
     let environment = sources.environment();
     let versions = Versions::default();

@@ -17,6 +17,7 @@ mod headers;
 mod maintenance;
 pub mod models;
 pub(crate) mod options;
+mod raw_fields;
 mod retry;
 mod secret;
 mod transport;

@@ -2,11 +2,15 @@
 //!
 //! Every model tolerates fields it does not know (they are kept in `extra`, so a model
 //! serialises back to the JSON it was read from, which templating against `ctx.flow_run`
-//! relies on) and state types it does not know ([`StateType::Other`]).
+//! relies on) and state types it does not know ([`StateType::Other`]). A flow run and its
+//! state, held for as long as the run's infrastructure runs, keep theirs as JSON text
+//! ([`RawFields`]); the other models as a parsed [`JsonMap`].
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 use uuid::Uuid;
+
+pub use super::raw_fields::RawFields;
 
 /// A JSON object, in the order its keys arrived.
 pub type JsonMap = Map<String, Value>;
@@ -120,10 +124,10 @@ pub struct State {
     pub timestamp: Option<String>,
     /// `state_details` (scheduled time, `transition_id`, ...), as sent.
     #[serde(default)]
-    pub state_details: JsonMap,
+    pub state_details: RawFields,
     /// Fields this model does not type, kept so it serialises back to what was read.
     #[serde(flatten)]
-    pub extra: JsonMap,
+    pub extra: RawFields,
 }
 
 impl State {
@@ -179,7 +183,7 @@ pub struct FlowRun {
     pub infrastructure_pid: Option<String>,
     /// Fields this model does not type, kept so it serialises back to what was read.
     #[serde(flatten)]
-    pub extra: JsonMap,
+    pub extra: RawFields,
 }
 
 impl FlowRun {
@@ -195,17 +199,18 @@ impl FlowRun {
     pub fn run_count(&self) -> u64 {
         self.extra
             .get("run_count")
+            .as_ref()
             .and_then(Value::as_u64)
             .unwrap_or(0)
     }
 
     /// One of the run's `labels` (e.g. `prefect.worker.name`), when it is a string.
     #[must_use]
-    pub fn label(&self, key: &str) -> Option<&str> {
-        self.extra
-            .get("labels")
-            .and_then(|l| l.get(key))
-            .and_then(Value::as_str)
+    pub fn label(&self, key: &str) -> Option<String> {
+        match self.extra.get("labels")?.get_mut(key)?.take() {
+            Value::String(label) => Some(label),
+            _ => None,
+        }
     }
 }
 
@@ -491,7 +496,7 @@ impl StateCreate {
     pub fn cancelled_from(current: Option<&State>, message: impl Into<String>) -> Self {
         let mut s = Self::new(StateType::Cancelled, "Cancelled").with_message(message);
         if let Some(cur) = current {
-            s.state_details = cur.state_details.clone();
+            s.state_details = cur.state_details.to_map();
             s.state_details.remove("transition_id");
         }
         s
@@ -526,7 +531,7 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(s.state_type, StateType::Other("HIBERNATING".into()));
-        assert_eq!(s.extra.get("novel"), Some(&serde_json::json!(1)));
+        assert_eq!(s.extra.get("novel"), Some(serde_json::json!(1)));
         let back = serde_json::to_value(&s).unwrap();
         assert_eq!(back["type"], "HIBERNATING");
     }
@@ -537,6 +542,30 @@ mod tests {
         let runs: Vec<WorkerFlowRunResponse> = serde_json::from_str(body).unwrap();
         assert!(!runs.is_empty());
         assert_eq!(runs[0].flow_run.state_type(), Some(&StateType::Scheduled));
+    }
+
+    #[test]
+    fn a_flow_run_keeps_its_untyped_fields_and_writes_them_back() {
+        let body = include_str!("../../tests/data/get_scheduled_flow_runs.response.json");
+        let sent: Value = serde_json::from_str(body).unwrap();
+        let runs: Vec<WorkerFlowRunResponse> = serde_json::from_str(body).unwrap();
+        let run = &runs[0].flow_run;
+        let back = serde_json::to_value(run).unwrap();
+        // Every field comes back with its value (the typed ones first: `ctx.flow_run` in
+        // templates sees the same object).
+        assert_eq!(back, sent[0]["flow_run"]);
+        assert_eq!(
+            run.state
+                .as_ref()
+                .unwrap()
+                .state_details
+                .get("scheduled_time"),
+            Some(sent[0]["flow_run"]["state"]["state_details"]["scheduled_time"].clone())
+        );
+        assert_eq!(
+            run.run_count(),
+            sent[0]["flow_run"]["run_count"].as_u64().unwrap()
+        );
     }
 
     #[test]

@@ -292,7 +292,7 @@ impl<W: Worker> Inner<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::models::State;
+    use crate::client::models::{RawFields, State};
 
     fn state(t: StateType, id: Uuid) -> State {
         State {
@@ -301,8 +301,8 @@ mod tests {
             name: None,
             message: None,
             timestamp: None,
-            state_details: serde_json::Map::new(),
-            extra: serde_json::Map::new(),
+            state_details: RawFields::new(),
+            extra: RawFields::new(),
         }
     }
 

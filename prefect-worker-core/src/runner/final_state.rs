@@ -75,9 +75,9 @@ pub async fn restore_hidden_final_state(
     };
     let mut restore = StateCreate::new(done.state_type.clone(), done.display_name());
     restore.message = done.message.clone();
-    restore.state_details = done.state_details.clone();
+    restore.state_details = done.state_details.to_map();
     restore.state_details.remove("transition_id");
-    restore.data = done.extra.get("data").cloned().filter(|d| !d.is_null());
+    restore.data = done.extra.get("data").filter(|d| !d.is_null());
     client
         .set_flow_run_state(current.id, &restore, true)
         .await?;
@@ -87,6 +87,7 @@ pub async fn restore_hidden_final_state(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::models::RawFields;
 
     fn s(t: StateType, name: &str) -> State {
         State {
@@ -95,8 +96,8 @@ mod tests {
             name: Some(name.to_owned()),
             message: None,
             timestamp: None,
-            state_details: serde_json::Map::new(),
-            extra: serde_json::Map::new(),
+            state_details: RawFields::new(),
+            extra: RawFields::new(),
         }
     }
 

@@ -169,7 +169,7 @@ impl<W: Worker> Inner<W> {
         let Some(state_type) = run.state_type().cloned() else {
             return;
         };
-        let owner = run.label(WORKER_NAME_LABEL).map(str::to_owned);
+        let owner = run.label(WORKER_NAME_LABEL);
         let mine = owner.as_deref() == Some(self.options.worker_name.as_str());
         let abandoned = age >= self.options.claim_timeout * 2;
         match (state_type, run.infrastructure_pid.clone()) {
