@@ -40,7 +40,8 @@ die() { log "error: $*"; exit 1; }
 
 official_rust="rust:1.95-bookworm"
 official_runtime="debian:bookworm-slim"
-stand_in_rust="stand-in/rust:bookworm"
+# The tag names what the stand-in holds: a new package list gets a new tag (and bootstrap).
+stand_in_rust="stand-in/rust:bookworm-make"
 stand_in_runtime="stand-in/debian:bookworm-slim"
 cache="${repo_root}/.cache/image"
 
@@ -65,7 +66,7 @@ debian_mirror() {
 # debootstrap SUITE into DIR once (minbase plus INCLUDE packages).
 bootstrap() {
     local dir="$1" include="$2"
-    if [[ -f "${dir}/.complete" ]]; then
+    if [[ -f "${dir}/.complete" && "$(cat "${dir}/.complete")" == "${include}" ]]; then
         log "reusing ${dir}"
         return
     fi
@@ -78,7 +79,7 @@ bootstrap() {
     rm -rf "${dir}"/var/lib/apt/lists/* "${dir}"/var/cache/apt/*.bin "${dir}"/var/cache/apt/archives/*.deb
     # apt inside the image uses the same mirror as the bootstrap.
     echo "deb $(debian_mirror) bookworm main" > "${dir}/etc/apt/sources.list"
-    touch "${dir}/.complete"
+    echo "${include}" > "${dir}/.complete"
 }
 
 make_stand_ins() {
@@ -91,7 +92,8 @@ make_stand_ins() {
             | docker import --change 'CMD ["bash"]' - "${stand_in_runtime}" >/dev/null
     fi
     if ! have_image "${stand_in_rust}"; then
-        bootstrap "${cache}/rust" "gcc,libc6-dev,ca-certificates,pkg-config"
+        # make: jemalloc's C build (the binary's allocator).
+        bootstrap "${cache}/rust" "gcc,libc6-dev,make,ca-certificates,pkg-config"
         local sysroot
         sysroot="$(rustc --print sysroot)"
         log "copying this machine's Rust toolchain (${sysroot}) into the rust stand-in"
