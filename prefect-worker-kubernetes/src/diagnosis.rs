@@ -1,10 +1,13 @@
 //! Why a pod is not running (spec §6.3, plus InvalidImageName, CreateContainerConfigError
-//! and FailedCreate): pure functions of Kubernetes objects, so every rule is unit-tested.
+//! and FailedCreate): pure functions of the pod's status as the index keeps it
+//! ([`PodState`]) and of Kubernetes events, so every rule is unit-tested.
 //!
 //! Categories and levels follow prefect-kubernetes' `diagnostics.py` (they are a stable
 //! contract for automations); the wording is ours.
 
-use k8s_openapi::api::core::v1::{ContainerStatus, Event, PodStatus};
+use k8s_openapi::api::core::v1::Event;
+
+use crate::index_objects::PodState;
 
 /// How bad a diagnosis is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,30 +110,22 @@ impl Diagnosis {
 
 const NODE_PRESSURE: &str = "Check the nodes for memory, disk or PID pressure, and give the pod resource requests that place it on a node with room.";
 
-fn all_statuses(status: &PodStatus) -> impl Iterator<Item = &ContainerStatus> {
-    status
-        .init_container_statuses
-        .iter()
-        .flatten()
-        .chain(status.container_statuses.iter().flatten())
-}
-
 fn join(a: &str, b: &str) -> String {
     format!("{a} {b}").trim().to_owned()
 }
 
 /// Diagnoses a pod from its status; the first matching rule wins (spec §6.3 order).
 #[must_use]
-pub fn diagnose_pod(status: &PodStatus) -> Option<Diagnosis> {
+pub fn diagnose_pod(status: &PodState) -> Option<Diagnosis> {
     waiting(status)
         .or_else(|| terminated(status))
         .or_else(|| unschedulable(status))
         .or_else(|| evicted(status))
 }
 
-fn waiting(status: &PodStatus) -> Option<Diagnosis> {
-    for cs in all_statuses(status) {
-        let Some(w) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) else {
+fn waiting(status: &PodState) -> Option<Diagnosis> {
+    for cs in status.all_containers() {
+        let Some(w) = cs.waiting.as_ref() else {
             continue;
         };
         let reason = w.reason.as_deref().unwrap_or("");
@@ -184,9 +179,9 @@ fn waiting(status: &PodStatus) -> Option<Diagnosis> {
     None
 }
 
-fn terminated(status: &PodStatus) -> Option<Diagnosis> {
-    for cs in all_statuses(status) {
-        let Some(t) = cs.state.as_ref().and_then(|s| s.terminated.as_ref()) else {
+fn terminated(status: &PodState) -> Option<Diagnosis> {
+    for cs in status.all_containers() {
+        let Some(t) = cs.terminated.as_ref() else {
             continue;
         };
         let name = &cs.name;
@@ -205,7 +200,7 @@ fn terminated(status: &PodStatus) -> Option<Diagnosis> {
                     level: DiagnosisLevel::Error,
                     category: Category::StartError,
                     summary: format!("Container '{name}' could not be started"),
-                    detail: t.message.clone().unwrap_or_default(),
+                    detail: t.message.as_deref().unwrap_or_default().to_owned(),
                     resolution: "Check the container's command, arguments and environment: the runtime's message says what it refused (a program that does not exist, or arguments or environment too large for the kernel).",
                 });
             }
@@ -241,13 +236,8 @@ pub fn unschedulable_category(message: &str) -> Category {
     }
 }
 
-fn unschedulable(status: &PodStatus) -> Option<Diagnosis> {
-    let c = status
-        .conditions
-        .iter()
-        .flatten()
-        .find(|c| c.type_ == "PodScheduled" && c.reason.as_deref() == Some("Unschedulable"))?;
-    let message = c.message.as_deref().unwrap_or("");
+fn unschedulable(status: &PodState) -> Option<Diagnosis> {
+    let message = status.unschedulable.as_deref()?;
     Some(Diagnosis {
         level: DiagnosisLevel::Warning,
         category: unschedulable_category(message),
@@ -260,7 +250,7 @@ fn unschedulable(status: &PodStatus) -> Option<Diagnosis> {
     })
 }
 
-fn evicted(status: &PodStatus) -> Option<Diagnosis> {
+fn evicted(status: &PodState) -> Option<Diagnosis> {
     if status.reason.as_deref() != Some("Evicted") {
         return None;
     }
@@ -327,8 +317,9 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn status(v: serde_json::Value) -> PodStatus {
-        serde_json::from_value(v).unwrap()
+    fn status(v: serde_json::Value) -> PodState {
+        let full: k8s_openapi::api::core::v1::PodStatus = serde_json::from_value(v).unwrap();
+        PodState::from(&full)
     }
 
     #[test]

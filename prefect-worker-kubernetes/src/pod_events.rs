@@ -16,6 +16,7 @@ use prefect_worker_core::slug::slugify_default;
 use uuid::Uuid;
 
 use crate::diagnosis::diagnose_pod;
+use crate::index_objects::PodState;
 
 /// A pod event and what the replicator needs to de-duplicate it.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,7 +38,7 @@ pub fn pod_event(pod: &Pod) -> Option<PodEvent> {
     let status = pod.status.as_ref()?;
     let phase = status.phase.as_deref().filter(|p| !p.is_empty())?;
     let created = meta.creation_timestamp.as_ref().and_then(|t| utc(&t.0));
-    let diagnosis = diagnose_pod(status).map(|d| d.category.as_str());
+    let diagnosis = diagnose_pod(&PodState::from(status)).map(|d| d.category.as_str());
 
     let mut resource = Resource::new(format!("prefect.kubernetes.pod.{uid}"))
         .with("prefect.resource.name", name)

@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, Pod};
 
 use crate::diagnosis::{Category, Diagnosis, diagnose_job_events, diagnose_pod};
+use crate::index_objects::{ContainerSummary, IndexedJob, IndexedPod, JobEnd, PodPhase};
 
 /// The container Prefect runs the flow in.
 pub const PRIMARY_CONTAINER: &str = "prefect-job";
@@ -59,18 +59,19 @@ pub struct Limits {
 pub struct RunWatch {
     limits: Limits,
     created_at: Instant,
-    job_uid: Option<String>,
+    job_uid: Option<Box<str>>,
     // Shared with the namespace index (`tracker.rs`): thousands of runs each holding their
-    // own deep copy of the Job and its pods were most of the worker's memory per run.
-    job: Option<Arc<Job>>,
-    pods: BTreeMap<String, Arc<Pod>>,
+    // own deep copy of the Job and its pods were most of the worker's memory per run. The
+    // compact types (`index_objects`) keep only what the rules below read.
+    job: Option<Arc<IndexedJob>>,
+    pods: BTreeMap<Box<str>, Arc<IndexedPod>>,
     /// When a pod of this Job was first seen Running.
     started_at: Option<Instant>,
     /// The last diagnosis logged, by category and summary: Kubernetes alternates
     /// ErrImagePull and ImagePullBackOff, which is one problem, logged once.
     last_diagnosis: Option<(Category, String)>,
     /// Pods we already proposed `InfrastructurePending` for.
-    pending_proposed: Vec<String>,
+    pending_proposed: Vec<Box<str>>,
     job_events_diagnosis: Option<Diagnosis>,
     /// The Job's FailedCreate events seen (newest kept per message), for the diagnosis.
     job_events: Vec<Event>,
@@ -116,21 +117,21 @@ impl RunWatch {
 
     /// The pods seen, newest first.
     #[must_use]
-    pub fn pods_newest_first(&self) -> Vec<&Pod> {
-        let mut v: Vec<&Pod> = self.pods.values().map(AsRef::as_ref).collect();
-        v.sort_by_key(|p| std::cmp::Reverse(p.metadata.creation_timestamp.as_ref().map(|t| t.0)));
+    pub fn pods_newest_first(&self) -> Vec<&IndexedPod> {
+        let mut v: Vec<&IndexedPod> = self.pods.values().map(AsRef::as_ref).collect();
+        v.sort_by_key(|p| std::cmp::Reverse(p.creation_timestamp));
         v
     }
 
     /// A new version of the Job.
-    pub fn on_job(&mut self, job: impl Into<Arc<Job>>, now: Instant) -> Vec<Action> {
+    pub fn on_job(&mut self, job: impl Into<Arc<IndexedJob>>, now: Instant) -> Vec<Action> {
         let job = job.into();
         if self.finished {
             return Vec::new();
         }
         if self.job_uid.is_none() {
-            self.job_uid.clone_from(&job.metadata.uid);
-        } else if job.metadata.uid != self.job_uid {
+            self.job_uid.clone_from(&job.uid);
+        } else if job.uid != self.job_uid {
             // A different Job with the same name (ours was replaced): not ours to judge.
             return Vec::new();
         }
@@ -159,8 +160,7 @@ impl RunWatch {
         // after the deletion, on a loaded machine). Python, too, reports a deleted Job that
         // had succeeded as succeeded.
         if self.pods.values().any(|p| {
-            p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded")
-                && primary_exit_code(p).is_none_or(|c| c == 0)
+            p.state.phase == PodPhase::Succeeded && primary_exit_code(p).is_none_or(|c| c == 0)
         }) {
             self.finished = true;
             return vec![Action::Finish(Outcome {
@@ -181,31 +181,27 @@ impl RunWatch {
     }
 
     /// A new version of one of the Job's pods.
-    pub fn on_pod(&mut self, pod: impl Into<Arc<Pod>>, now: Instant) -> Vec<Action> {
+    pub fn on_pod(&mut self, pod: impl Into<Arc<IndexedPod>>, now: Instant) -> Vec<Action> {
         let pod = pod.into();
         if self.finished {
             return Vec::new();
         }
-        let name = pod.metadata.name.clone().unwrap_or_default();
-        // A pod without a phase yet is pending (the API server has not defaulted its status).
-        let phase = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.phase.clone())
-            .unwrap_or_else(|| "Pending".to_owned());
-        let running = phase == "Running"
-            || phase == "Succeeded"
-            || phase == "Failed" && primary_started(&pod);
+        let phase = pod.state.phase;
+        let running = match phase {
+            PodPhase::Running | PodPhase::Succeeded => true,
+            PodPhase::Failed => primary_started(&pod),
+            PodPhase::Pending | PodPhase::Unknown => false,
+        };
         if running && self.started_at.is_none() {
             self.started_at = Some(now);
         }
         let mut actions = Vec::new();
-        if phase == "Pending" && !self.pending_proposed.contains(&name) {
-            self.pending_proposed.push(name.clone());
+        if phase == PodPhase::Pending && !self.pending_proposed.iter().any(|n| *n == pod.name) {
+            self.pending_proposed.push(pod.name.clone());
             actions.push(Action::ProposeInfrastructurePending);
         }
-        let diagnosis = pod.status.as_ref().and_then(diagnose_pod);
-        self.pods.insert(name, pod);
+        let diagnosis = diagnose_pod(&pod.state);
+        self.pods.insert(pod.name.clone(), pod);
         if let Some(d) = diagnosis {
             actions.extend(self.note_diagnosis(d));
         }
@@ -222,7 +218,7 @@ impl RunWatch {
     /// earlier Job with the same name (another uid) are ignored.
     pub fn on_job_event(&mut self, event: Event, now: Instant) -> Vec<Action> {
         if let (Some(uid), Some(theirs)) = (&self.job_uid, &event.involved_object.uid)
-            && uid != theirs
+            && &**uid != theirs.as_str()
         {
             return Vec::new();
         }
@@ -267,7 +263,7 @@ impl RunWatch {
         if let Some(d) = self
             .pods_newest_first()
             .into_iter()
-            .find_map(|p| p.status.as_ref().and_then(diagnose_pod))
+            .find_map(|p| diagnose_pod(&p.state))
         {
             return Some(d);
         }
@@ -360,48 +356,41 @@ impl RunWatch {
     pub fn failure_needs_pods(&self, outcome: &Outcome) -> bool {
         outcome.status_code == -1
             && self.job.is_some()
-            && self.pods.values().all(|p| {
-                primary_exit_code(p).is_none() && p.status.as_ref().and_then(diagnose_pod).is_none()
-            })
+            && self
+                .pods
+                .values()
+                .all(|p| primary_exit_code(p).is_none() && diagnose_pod(&p.state).is_none())
     }
 
     /// Recomputes the outcome of a failed Job with `pods` read directly from the API.
-    pub fn explain_failure(&mut self, pods: Vec<Pod>) -> Option<Outcome> {
-        for pod in pods {
-            if let Some(name) = pod.metadata.name.clone() {
-                self.pods.insert(name, Arc::new(pod));
-            }
+    pub fn explain_failure(&mut self, pods: &[Pod]) -> Option<Outcome> {
+        for pod in pods.iter().filter(|p| p.metadata.name.is_some()) {
+            let pod = IndexedPod::from(pod);
+            self.pods.insert(pod.name.clone(), Arc::new(pod));
         }
         self.job_outcome()
     }
 
     /// Complete → 0; Failed → the failed container's exit code, or -1 with the reason.
     fn job_outcome(&self) -> Option<Outcome> {
-        let job = self.job.as_ref()?;
-        let conditions = job.status.as_ref().and_then(|s| s.conditions.as_ref())?;
-        let is = |t: &str| {
-            conditions
-                .iter()
-                .any(|c| c.type_ == t && c.status == "True")
+        let (reason, message) = match self.job.as_ref()?.end.as_ref()? {
+            JobEnd::Complete => {
+                return Some(Outcome {
+                    status_code: 0,
+                    detail: None,
+                });
+            }
+            JobEnd::Failed { reason, message } => (
+                reason.as_deref().unwrap_or_default(),
+                message.as_deref().unwrap_or_default(),
+            ),
         };
-        if is("Complete") {
-            return Some(Outcome {
-                status_code: 0,
-                detail: None,
-            });
-        }
-        let failed = conditions
-            .iter()
-            .find(|c| c.type_ == "Failed" && c.status == "True")?;
-        let reason = failed.reason.clone().unwrap_or_default();
-        let message = failed.message.clone().unwrap_or_default();
         let condition_text = format!("Job failed: {reason}: {message}")
             .trim_end_matches([' ', ':'])
             .to_owned();
         // The newest failed pod says why.
         for pod in self.pods_newest_first() {
-            let status = pod.status.as_ref();
-            let diagnosis = status.and_then(diagnose_pod);
+            let diagnosis = diagnose_pod(&pod.state);
             if let Some(code) = primary_exit_code(pod) {
                 let detail = diagnosis.map_or_else(
                     || condition_text.clone(),
@@ -426,36 +415,29 @@ impl RunWatch {
     }
 }
 
-fn primary_status(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::ContainerStatus> {
-    let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+fn primary_status(pod: &IndexedPod) -> Option<&ContainerSummary> {
+    let statuses = &pod.state.containers;
     statuses
         .iter()
-        .find(|c| c.name == PRIMARY_CONTAINER)
+        .find(|c| &*c.name == PRIMARY_CONTAINER)
         .or_else(|| statuses.first())
 }
 
-fn primary_started(pod: &Pod) -> bool {
-    primary_status(pod).is_some_and(|c| {
-        let s = c.state.as_ref();
-        s.is_some_and(|s| {
-            s.running.is_some()
-                || s.terminated
-                    .as_ref()
-                    .is_some_and(|t| t.started_at.is_some())
-        })
-    })
+fn primary_started(pod: &IndexedPod) -> bool {
+    primary_status(pod)
+        .is_some_and(|c| c.running || c.terminated.as_ref().is_some_and(|t| t.started))
 }
 
 /// The exit code of the primary container's last termination.
 #[must_use]
-pub fn primary_exit_code(pod: &Pod) -> Option<i64> {
+pub fn primary_exit_code(pod: &IndexedPod) -> Option<i64> {
     let c = primary_status(pod)?;
-    let t = c
-        .state
+    let code = c
+        .terminated
         .as_ref()
-        .and_then(|s| s.terminated.as_ref())
-        .or_else(|| c.last_state.as_ref().and_then(|s| s.terminated.as_ref()))?;
-    Some(i64::from(t.exit_code))
+        .map(|t| t.exit_code)
+        .or(c.last_exit_code)?;
+    Some(i64::from(code))
 }
 
 #[cfg(test)]
@@ -464,12 +446,17 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn job(conditions: serde_json::Value) -> Job {
-        serde_json::from_value(json!({"metadata": {"name": "j", "uid": "u1"}, "spec": {"template": {}}, "status": {"conditions": conditions}})).unwrap()
+    fn job(conditions: serde_json::Value) -> IndexedJob {
+        let full: k8s_openapi::api::batch::v1::Job = serde_json::from_value(json!({"metadata": {"name": "j", "uid": "u1"}, "spec": {"template": {}}, "status": {"conditions": conditions}})).unwrap();
+        IndexedJob::from(&full)
     }
 
-    fn pod(name: &str, status: serde_json::Value) -> Pod {
+    fn full_pod(name: &str, status: serde_json::Value) -> Pod {
         serde_json::from_value(json!({"metadata": {"name": name, "creationTimestamp": "2026-01-01T00:00:00Z"}, "status": status})).unwrap()
+    }
+
+    fn pod(name: &str, status: serde_json::Value) -> IndexedPod {
+        IndexedPod::from(&full_pod(name, status))
     }
 
     fn container(state: serde_json::Value) -> serde_json::Value {
@@ -546,11 +533,11 @@ mod tests {
             panic!("{a:?}")
         };
         assert!(w.failure_needs_pods(o));
-        let p = pod(
+        let p = full_pod(
             "p1",
             json!({"phase": "Failed", "containerStatuses": container(json!({"terminated": {"exitCode": 3, "reason": "Error"}}))}),
         );
-        assert_eq!(w.explain_failure(vec![p]).unwrap().status_code, 3);
+        assert_eq!(w.explain_failure(&[p]).unwrap().status_code, 3);
     }
 
     #[test]

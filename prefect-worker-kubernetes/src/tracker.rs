@@ -23,7 +23,7 @@ use kube::{Client, Resource};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::index_objects::{JOB_NAME_LABELS, strip_job, strip_pod};
+use crate::index_objects::{IndexedJob, IndexedPod, pod_job_name};
 use crate::job_events::{self, Change, EventsSource};
 use crate::metrics::KubernetesMetrics;
 use crate::pod_replicator::PodEventReplicator;
@@ -31,19 +31,20 @@ use crate::pod_replicator::PodEventReplicator;
 /// A change to a tracked Job or one of its pods.
 #[derive(Debug, Clone)]
 pub enum Observation {
-    Job(Arc<Job>),
+    Job(Arc<IndexedJob>),
     JobDeleted,
-    Pod(Arc<Pod>),
+    Pod(Arc<IndexedPod>),
     PodDeleted(String),
     /// A `FailedCreate` event about the Job (only while the run asked for events).
     JobEvent(Arc<K8sEvent>),
 }
 
-/// Pure index of one namespace: latest objects and who waits on which Job.
+/// Pure index of one namespace: latest objects (as the compact types of `index_objects`)
+/// and who waits on which Job.
 #[derive(Debug, Default)]
 pub(crate) struct NamespaceIndex {
-    jobs: HashMap<String, Arc<Job>>,
-    pods: HashMap<String, Arc<Pod>>,
+    jobs: HashMap<String, Arc<IndexedJob>>,
+    pods: HashMap<String, Arc<IndexedPod>>,
     subscribers: HashMap<String, mpsc::UnboundedSender<Observation>>,
     /// Names seen during a relist, to find what vanished while the watch was down.
     relist_jobs: Option<HashSet<String>>,
@@ -61,20 +62,19 @@ impl NamespaceIndex {
         }
     }
 
-    fn apply_job(&mut self, job: Job, relisting: bool) {
+    fn apply_job(&mut self, job: &Job, relisting: bool) {
         let Some(name) = job.metadata.name.clone() else {
             return;
         };
         if relisting && let Some(s) = self.relist_jobs.as_mut() {
             s.insert(name.clone());
         }
-        let job = Arc::new(strip_job(job));
-        if !self.subscribers.contains_key(&name) && job_finished(&job) {
+        let job = Arc::new(IndexedJob::from(job));
+        if !self.subscribers.contains_key(&name) && job.finished() {
             // Nobody waits on a finished Job: forget it and its pods, so the index holds
             // only live Jobs however long the worker runs.
             self.jobs.remove(&name);
-            self.pods
-                .retain(|_, p| pod_job_name(p).as_deref() != Some(name.as_str()));
+            self.forget_pods_of(&name);
             return;
         }
         self.jobs.insert(name.clone(), job.clone());
@@ -87,11 +87,14 @@ impl NamespaceIndex {
     /// a Job and its pods with every run for the worker's lifetime.
     fn unsubscribe(&mut self, name: &str) {
         self.subscribers.remove(name);
-        if self.jobs.get(name).is_some_and(|j| job_finished(j)) {
+        if self.jobs.get(name).is_some_and(|j| j.finished()) {
             self.jobs.remove(name);
-            self.pods
-                .retain(|_, p| pod_job_name(p).as_deref() != Some(name));
+            self.forget_pods_of(name);
         }
+    }
+
+    fn forget_pods_of(&mut self, job: &str) {
+        self.pods.retain(|_, p| p.job_name.as_deref() != Some(job));
     }
 
     fn delete_job(&mut self, name: &str) {
@@ -100,14 +103,14 @@ impl NamespaceIndex {
         }
     }
 
-    fn apply_pod(&mut self, pod: Pod, relisting: bool) {
+    fn apply_pod(&mut self, pod: &Pod, relisting: bool) {
         let Some(name) = pod.metadata.name.clone() else {
             return;
         };
         if relisting && let Some(s) = self.relist_pods.as_mut() {
             s.insert(name.clone());
         }
-        let job = pod_job_name(&pod);
+        let job = pod_job_name(pod).map(str::to_owned);
         let watched = job
             .as_ref()
             .is_some_and(|j| self.subscribers.contains_key(j));
@@ -119,7 +122,7 @@ impl NamespaceIndex {
             self.pods.remove(&name);
             return;
         }
-        let pod = Arc::new(strip_pod(pod));
+        let pod = Arc::new(IndexedPod::from(pod));
         self.pods.insert(name, pod.clone());
         if let Some(job) = job {
             self.notify(&job, Observation::Pod(pod));
@@ -128,9 +131,9 @@ impl NamespaceIndex {
 
     fn delete_pod(&mut self, name: &str) {
         if let Some(pod) = self.pods.remove(name)
-            && let Some(job) = pod_job_name(&pod)
+            && let Some(job) = pod.job_name.as_deref()
         {
-            self.notify(&job, Observation::PodDeleted(name.to_owned()));
+            self.notify(job, Observation::PodDeleted(name.to_owned()));
         }
     }
 
@@ -171,29 +174,13 @@ impl NamespaceIndex {
         for p in self
             .pods
             .values()
-            .filter(|p| pod_job_name(p).as_deref() == Some(job))
+            .filter(|p| p.job_name.as_deref() == Some(job))
         {
             let _ = tx.send(Observation::Pod(p.clone()));
         }
         self.subscribers.insert(job.to_owned(), tx);
         rx
     }
-}
-
-/// Whether a Job has a `Complete` or `Failed` condition.
-fn job_finished(job: &Job) -> bool {
-    job.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| {
-            cs.iter()
-                .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
-        })
-}
-
-fn pod_job_name(pod: &Pod) -> Option<String> {
-    let labels = pod.metadata.labels.as_ref()?;
-    JOB_NAME_LABELS.iter().find_map(|k| labels.get(*k)).cloned()
 }
 
 /// Identifies one namespace of one cluster.
@@ -413,13 +400,13 @@ struct PodSide {
 
 impl Side<Job> for JobSide {
     fn apply(&self, idx: &mut NamespaceIndex, obj: Job, relisting: bool) {
-        idx.apply_job(obj, relisting);
+        idx.apply_job(&obj, relisting);
     }
     fn delete(&self, idx: &mut NamespaceIndex, obj: &Job) {
         if let Some(n) = obj.metadata.name.as_deref() {
             // The deleted object is the Job's last version: its waiter sees how it ended
             // (Complete, say) before the deletion, should no earlier event have shown it.
-            idx.apply_job(obj.clone(), false);
+            idx.apply_job(obj, false);
             idx.delete_job(n);
         }
     }
@@ -436,7 +423,7 @@ impl Side<Pod> for PodSide {
         if let Some(r) = &self.events {
             r.observe(&obj, relisting);
         }
-        idx.apply_pod(obj, relisting);
+        idx.apply_pod(&obj, relisting);
     }
     fn delete(&self, idx: &mut NamespaceIndex, obj: &Pod) {
         if let (Some(r), Some(uid)) = (&self.events, obj.metadata.uid.as_deref()) {
@@ -528,14 +515,12 @@ mod tests {
     #[test]
     fn subscribers_get_replay_then_changes_and_relist_deletions() {
         let mut idx = NamespaceIndex::default();
-        idx.apply_job(job("a"), false);
-        idx.apply_pod(pod("a-1", "a"), false);
-        idx.apply_pod(pod("b-1", "b"), false);
+        idx.apply_job(&job("a"), false);
+        idx.apply_pod(&pod("a-1", "a"), false);
+        idx.apply_pod(&pod("b-1", "b"), false);
         let mut rx = idx.subscribe("a");
         assert!(matches!(rx.try_recv(), Ok(Observation::Job(_))));
-        assert!(
-            matches!(rx.try_recv(), Ok(Observation::Pod(p)) if p.metadata.name.as_deref() == Some("a-1"))
-        );
+        assert!(matches!(rx.try_recv(), Ok(Observation::Pod(p)) if &*p.name == "a-1"));
         assert!(
             rx.try_recv().is_err(),
             "pods of other jobs are not replayed"
@@ -543,7 +528,7 @@ mod tests {
         // A relist that no longer has job a nor its pod.
         idx.relist_jobs = Some(HashSet::new());
         idx.relist_pods = Some(HashSet::new());
-        idx.apply_pod(pod("b-1", "b"), true);
+        idx.apply_pod(&pod("b-1", "b"), true);
         idx.finish_pod_relist();
         idx.finish_job_relist();
         assert!(matches!(rx.try_recv(), Ok(Observation::PodDeleted(n)) if n == "a-1"));
@@ -558,16 +543,16 @@ mod tests {
         done.status =
             serde_json::from_value(json!({"conditions": [{"type": "Complete", "status": "True"}]}))
                 .unwrap();
-        idx.apply_job(job("old"), false);
-        idx.apply_pod(pod("old-1", "old"), false);
-        idx.apply_job(done.clone(), false);
+        idx.apply_job(&job("old"), false);
+        idx.apply_pod(&pod("old-1", "old"), false);
+        idx.apply_job(&done, false);
         assert!(
             idx.jobs.is_empty() && idx.pods.is_empty(),
             "index holds live Jobs only"
         );
         // A subscriber still gets the finished Job.
         let mut rx = idx.subscribe("old");
-        idx.apply_job(done, false);
+        idx.apply_job(&done, false);
         assert!(matches!(rx.try_recv(), Ok(Observation::Job(_))));
     }
 
@@ -579,10 +564,10 @@ mod tests {
         done.status =
             serde_json::from_value(json!({"conditions": [{"type": "Complete", "status": "True"}]}))
                 .unwrap();
-        idx.apply_job(done, false);
-        idx.apply_pod(pod("run-1", "run"), false);
-        idx.apply_job(job("live"), false);
-        idx.apply_pod(pod("live-1", "live"), false);
+        idx.apply_job(&done, false);
+        idx.apply_pod(&pod("run-1", "run"), false);
+        idx.apply_job(&job("live"), false);
+        idx.apply_pod(&pod("live-1", "live"), false);
         assert_eq!((idx.jobs.len(), idx.pods.len()), (2, 2));
         idx.unsubscribe("run");
         assert!(idx.jobs.contains_key("live") && !idx.jobs.contains_key("run"));
@@ -594,9 +579,18 @@ mod tests {
     }
 
     #[test]
-    fn the_index_keeps_stripped_objects() {
+    fn a_pod_labelled_only_with_the_prefixed_job_name_reaches_its_job() {
         let mut idx = NamespaceIndex::default();
-        idx.apply_job(job("a"), false);
-        assert!(idx.jobs["a"].spec.is_none());
+        let mut rx = idx.subscribe("a");
+        let pod: Pod = serde_json::from_value(
+            json!({"metadata": {"name": "a-1", "labels": {"batch.kubernetes.io/job-name": "a"}}}),
+        )
+        .unwrap();
+        idx.apply_pod(&pod, false);
+        assert!(
+            matches!(rx.try_recv(), Ok(Observation::Pod(p)) if p.job_name.as_deref() == Some("a"))
+        );
+        idx.delete_pod("a-1");
+        assert!(matches!(rx.try_recv(), Ok(Observation::PodDeleted(n)) if n == "a-1"));
     }
 }

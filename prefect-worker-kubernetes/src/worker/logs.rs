@@ -12,6 +12,7 @@ use kube::api::{Api, LogParams};
 use prefect_worker_core::runner::{FlowRunLogger, Level};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
+use crate::index_objects::{IndexedPod, PodPhase};
 use crate::metrics::KubernetesMetrics;
 use crate::run_watch::PRIMARY_CONTAINER;
 
@@ -35,19 +36,17 @@ pub fn stdout_sink() -> OutputSink {
 pub async fn forward_crash_logs(
     client: &Client,
     namespace: &str,
-    pods: &[&Pod],
+    pods: &[&IndexedPod],
     tail_lines: i64,
     logger: &FlowRunLogger,
 ) {
     let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let observer = logger.named("prefect.flow_runs.observer");
-    for pod in pods
-        .iter()
-        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Succeeded"))
-    {
-        let Some(name) = pod.metadata.name.as_deref() else {
+    for pod in pods.iter().filter(|p| p.state.phase != PodPhase::Succeeded) {
+        let name = &*pod.name;
+        if name.is_empty() {
             continue;
-        };
+        }
         let mut any = false;
         for previous in [true, false] {
             let params = LogParams {

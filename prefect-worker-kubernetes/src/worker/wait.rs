@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use super::KubernetesWorker;
 use super::logs::{forward_crash_logs, stream_output};
 use crate::diagnosis::DiagnosisLevel;
+use crate::index_objects::IndexedJob;
 use crate::run_watch::{Action, Limits, Outcome, RunWatch};
 use crate::tracker::{Observation, Subscription, Tracker, WatchKey};
 
@@ -98,7 +99,7 @@ impl KubernetesWorker {
                     Some(Observation::Job(j)) => state.on_job(j, Instant::now()),
                     Some(Observation::JobDeleted) => state.on_job_deleted(),
                     Some(Observation::Pod(p)) => {
-                        let name = p.metadata.name.clone();
+                        let name = Some(p.name.to_string());
                         let was_started = state.has_started();
                         let actions = state.on_pod(p, Instant::now());
                         if let (false, true, Some(m), Some(created)) =
@@ -120,7 +121,7 @@ impl KubernetesWorker {
                 _ = unseen_tick.tick(), if state.job_uid().is_none() => {
                     let jobs: Api<Job> = Api::namespaced(job.client.clone(), &job.key.namespace);
                     match jobs.get_opt(&job.name).await {
-                        Ok(Some(j)) => state.on_job(j, Instant::now()),
+                        Ok(Some(j)) => state.on_job(IndexedJob::from(&j), Instant::now()),
                         Ok(None) => state.on_job_deleted(),
                         Err(e) => { tracing::debug!(error = %e, "cannot read the job directly"); Vec::new() }
                     }
@@ -196,7 +197,7 @@ impl KubernetesWorker {
                             .list(&ListParams::default().labels(&format!("job-name={}", job.name)))
                             .await
                         {
-                            Ok(list) => o = state.explain_failure(list.items).unwrap_or(o),
+                            Ok(list) => o = state.explain_failure(&list.items).unwrap_or(o),
                             Err(e) => {
                                 tracing::debug!(error = %e, "cannot read the failed Job's pods")
                             }
